@@ -1,0 +1,1 @@
+"""vcc-bot: links Vonage Contact Center accounts to Salesforce orgs from Slack."""

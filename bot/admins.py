@@ -1,0 +1,54 @@
+"""Who may link and unlink: workspace admins and owners, plus VCC_ADMIN_USERS."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+ADMIN_CACHE_SECONDS = 60.0
+
+
+class AdminCheckFailed(Exception):
+    """Slack could not tell whether the user is an admin; refuse, and say why."""
+
+
+class AdminPolicy:
+    """Slack has no per-command permissions, so every command and click asks here.
+
+    users.info answers are cached briefly (a per-process cache only saves calls; a
+    replica without the entry simply asks Slack again).
+    """
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        allowed_users: frozenset[str],
+        *,
+        ttl: float = ADMIN_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._allowed = allowed_users
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[tuple[str, str], tuple[float, bool]] = {}
+
+    async def is_admin(self, team_id: str, user_id: str) -> bool:
+        if user_id in self._allowed:
+            return True
+        key = (team_id, user_id)
+        cached = self._cache.get(key)
+        now = self._clock()
+        if cached and cached[0] > now:
+            return cached[1]
+        try:
+            response = await self._client.users_info(user=user_id)
+        except SlackApiError as exc:
+            raise AdminCheckFailed(str(exc.response.get("error", "unknown_error"))) from None
+        user = response.get("user") or {}
+        allowed = bool(user.get("is_admin") or user.get("is_owner")) and not user.get("deleted")
+        self._cache[key] = (now + self._ttl, allowed)
+        return allowed

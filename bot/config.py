@@ -1,0 +1,151 @@
+"""Settings: every environment variable the bot reads, validated in one place."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+
+
+class SettingsError(Exception):
+    """Raised with every problem at once, so an operator fixes them in one go."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        listing = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            "vcc-bot cannot start. Fix these settings in the environment or in .env "
+            f"(copy .env.example to .env to start from a template):\n{listing}"
+        )
+
+
+def _http_url(value: str, name: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{name} must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    slack_bot_token: SecretStr
+    slack_signing_secret: SecretStr
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    salesforce_client_id: str = Field(min_length=1)
+    salesforce_client_secret: SecretStr
+    salesforce_production_url: str = "https://login.salesforce.com"
+    salesforce_sandbox_url: str = "https://test.salesforce.com"
+    public_url: str
+    database_url: str = "sqlite:///vcc-bot.db"
+    vcc_encryption_key: SecretStr
+    vcc_admin_users: Annotated[frozenset[str], NoDecode] = frozenset()
+    host: str = "0.0.0.0"  # noqa: S104 - a server in a container listens on all interfaces
+    port: int = Field(default=3000, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return v
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value() and not v.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return v or None
+
+    @field_validator("slack_signing_secret", "salesforce_client_secret")
+    @classmethod
+    def _not_empty(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, v: str) -> str:
+        return _http_url(v, "SLACK_API_URL") + "/"
+
+    @field_validator("salesforce_production_url", "salesforce_sandbox_url", "public_url")
+    @classmethod
+    def _urls(cls, v: str) -> str:
+        return _http_url(v, "URL")
+
+    @field_validator("vcc_encryption_key")
+    @classmethod
+    def _fernet_keys(cls, v: SecretStr) -> SecretStr:
+        keys = [k.strip() for k in v.get_secret_value().split(",") if k.strip()]
+        if not keys:
+            raise ValueError("needs at least one key (run `vcc-bot keygen`)")
+        for position, key in enumerate(keys, start=1):
+            try:
+                Fernet(key)
+            except (ValueError, TypeError):
+                raise ValueError(
+                    f"key {position} is not a valid Fernet key (run `vcc-bot keygen`)"
+                ) from None
+        return SecretStr(",".join(keys))
+
+    @field_validator("vcc_admin_users", mode="before")
+    @classmethod
+    def _admin_users(cls, v: object) -> frozenset[str]:
+        if isinstance(v, str):
+            v = [u.strip() for u in v.split(",") if u.strip()]
+        users = frozenset(v)  # type: ignore[arg-type]
+        bad = sorted(u for u in users if not SLACK_USER_ID.match(u))
+        if bad:
+            raise ValueError(f"not Slack user ids: {', '.join(bad)}")
+        return users
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return v.upper()
+
+    @property
+    def encryption_keys(self) -> list[str]:
+        return self.vcc_encryption_key.get_secret_value().split(",")
+
+    @property
+    def salesforce_callback_url(self) -> str:
+        return f"{self.public_url}/salesforce/callback"
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.public_url.startswith("https://")
+
+
+def load_settings(*, socket_mode: bool = False, **overrides: object) -> Settings:
+    """Build Settings, turning pydantic's report into one readable SettingsError."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "SETTINGS"
+            if err["type"] == "missing":
+                problems.append(f"{name}: missing")
+            else:
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append(f"{name}: {message}")
+        raise SettingsError(problems) from None
+    if socket_mode and settings.slack_app_token is None:
+        raise SettingsError(["SLACK_APP_TOKEN: missing (socket mode needs an xapp- token)"])
+    return settings

@@ -1,0 +1,88 @@
+"""Button clicks. Each click is checked again: a button is no proof of permission."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
+from bot import blocks, ids
+from bot.admins import AdminPolicy
+from bot.links import LinkService, LoginContext, parse_account_id
+from bot.listeners.common import answering, reply, require_admin
+from storage.models import Environment
+
+
+def _who(body: dict[str, Any]) -> tuple[str, str]:
+    user = body["user"]
+    team_id = (body.get("team") or {}).get("id") or user.get("team_id")
+    return team_id, user["id"]
+
+
+def _value(body: dict[str, Any]) -> str:
+    return str(body["actions"][0].get("value", ""))
+
+
+async def choose_environment(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond,
+    links: LinkService,
+    admins: AdminPolicy,
+) -> None:
+    await ack()
+    team_id, user_id = _who(body)
+    async with answering(respond):
+        account_id = parse_account_id(_value(body))
+        await require_admin(admins, respond, team_id, user_id, "link VCC accounts")
+        environment = Environment(ids.LINK_ENVIRONMENTS[action["action_id"]])
+        channel_id = (body.get("channel") or {}).get("id") or body["container"]["channel_id"]
+        # Replace the buttons first, so a second click has nothing to hit.
+        await reply(respond, blocks.check_your_dms(account_id, environment), replace=True)
+        ctx = LoginContext(team_id, user_id, account_id, environment, channel_id)
+        await links.start_login(ctx)
+
+
+async def open_login(ack: AsyncAck) -> None:
+    # The button only opens a URL, but Slack still sends the click and wants an ack.
+    await ack()
+
+
+async def confirm_unlink(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond,
+    links: LinkService,
+    admins: AdminPolicy,
+) -> None:
+    await ack()
+    team_id, user_id = _who(body)
+    account_id = _value(body)
+    async with answering(respond, account_id):
+        account_id = parse_account_id(account_id)
+        await require_admin(admins, respond, team_id, user_id, "unlink VCC accounts")
+        # On failure `answering` replies beside the warning, whose buttons stay for a retry.
+        view = await links.unlink(team_id, account_id, user_id)
+        await reply(respond, blocks.unlinked_result(view), replace=True)
+
+
+async def cancel_unlink(
+    ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, admins: AdminPolicy
+) -> None:
+    await ack()
+    team_id, user_id = _who(body)
+    async with answering(respond):
+        account_id = parse_account_id(_value(body))
+        await require_admin(admins, respond, team_id, user_id, "unlink VCC accounts")
+        await reply(respond, blocks.nothing_changed(account_id), replace=True)
+
+
+def register(app: AsyncApp) -> None:
+    app.action(ids.LINK_PRODUCTION)(choose_environment)
+    app.action(ids.LINK_SANDBOX)(choose_environment)
+    app.action(ids.LOGIN_OPEN)(open_login)
+    app.action(ids.UNLINK_CONFIRM)(confirm_unlink)
+    app.action(ids.UNLINK_CANCEL)(cancel_unlink)

@@ -1,0 +1,302 @@
+"""Salesforce OAuth 2.0 web-server flow and the few REST calls the bot needs.
+
+authlib drives the OAuth steps (a fresh client per step, holding only data we pass in);
+httpx2, which authlib itself uses, makes the REST calls. Every failure raises a
+SalesforceError subclass.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx2
+from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+
+API_VERSION = "62.0"
+SCOPE = "api refresh_token id"
+AUTHORIZE_PATH = "/services/oauth2/authorize"
+TOKEN_PATH = "/services/oauth2/token"  # noqa: S105 - a path, not a secret
+REVOKE_PATH = "/services/oauth2/revoke"
+
+REQUIRED_PERMISSIONS = {
+    "PermissionsApiEnabled": "API Enabled",
+    "PermissionsEditTask": "Edit Tasks",
+}
+RECOMMENDED_PERMISSIONS = {
+    "PermissionsApiUserOnly": "API Only User",
+    "PermissionsViewAllUsers": "View All Users",
+    "PermissionsViewAllData": "View All Data",
+    "PermissionsModifyAllData": "Modify All Data",
+}
+_INVALID_FIELD = re.compile(r"No such column '(\w+)'")
+
+
+class SalesforceError(Exception):
+    """Base of every Salesforce failure."""
+
+
+class SalesforceUnavailable(SalesforceError):
+    """Salesforce could not be reached, timed out or answered 5xx: nothing is known."""
+
+
+class SalesforceRejected(SalesforceError):
+    """Salesforce answered with an OAuth or REST error."""
+
+    def __init__(self, error: str, description: str | None = None, status: int | None = None):
+        super().__init__(f"{error}: {description}" if description else error)
+        self.error = error
+        self.description = description or ""
+        self.status = status
+
+
+class SignatureMismatch(SalesforceError):
+    """The token response's signature does not match: it did not come from our app."""
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str
+    refresh_token: str | None
+    instance_url: str
+    identity_url: str
+    issued_at: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    org_id: str
+    user_id: str
+    username: str
+    display_name: str
+    active: bool
+    user_type: str
+
+
+@dataclass(frozen=True)
+class Permissions:
+    granted: dict[str, bool]
+    unchecked: frozenset[str]  # fields this org would not let us query
+
+    def missing_required(self) -> list[str]:
+        return [
+            label
+            for field, label in REQUIRED_PERMISSIONS.items()
+            if field not in self.unchecked and not self.granted.get(field, False)
+        ]
+
+    def missing_recommended(self) -> list[str]:
+        return [
+            label
+            for field, label in RECOMMENDED_PERMISSIONS.items()
+            if field not in self.unchecked and not self.granted.get(field, False)
+        ]
+
+    def unchecked_labels(self) -> list[str]:
+        labels = REQUIRED_PERMISSIONS | RECOMMENDED_PERMISSIONS
+        return [labels[f] for f in labels if f in self.unchecked]
+
+
+def pkce_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def expected_signature(client_secret: str, identity_url: str, issued_at: str) -> str:
+    mac = hmac.new(client_secret.encode(), (identity_url + issued_at).encode(), hashlib.sha256)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def _ids_from_identity_url(identity_url: str) -> tuple[str, str]:
+    parts = urlsplit(identity_url).path.rstrip("/").split("/")
+    if len(parts) < 3 or parts[-3] != "id":
+        raise SalesforceRejected("invalid_response", "the identity URL has an unexpected form")
+    return parts[-2], parts[-1]
+
+
+class SalesforceClient:
+    """Talks to Salesforce for one connected app (client id and secret)."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        timeout: float = 10.0,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._redirect_uri = redirect_uri
+        self._timeout = timeout
+        self._transport = transport
+
+    @asynccontextmanager
+    async def _oauth(self) -> AsyncIterator[AsyncOAuth2Client]:
+        async with AsyncOAuth2Client(
+            client_id=self._client_id,
+            client_secret=self._client_secret,
+            token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name
+            revocation_endpoint_auth_method="none",
+            redirect_uri=self._redirect_uri,
+            scope=SCOPE,
+            code_challenge_method="S256",
+            timeout=self._timeout,
+            transport=self._transport,
+        ) as client:
+            try:
+                yield client
+            except OAuthError as exc:
+                raise SalesforceRejected(exc.error, exc.description) from None
+            except httpx2.HTTPStatusError as exc:
+                raise SalesforceUnavailable(
+                    f"Salesforce answered HTTP {exc.response.status_code}"
+                ) from None
+            except (httpx2.HTTPError, ValueError) as exc:
+                raise SalesforceUnavailable(f"Salesforce could not be reached ({exc})") from None
+
+    def authorize_url(self, login_host: str, *, state: str, code_verifier: str) -> str:
+        client = AsyncOAuth2Client(
+            client_id=self._client_id,
+            redirect_uri=self._redirect_uri,
+            scope=SCOPE,
+            code_challenge_method="S256",
+        )
+        url, _ = client.create_authorization_url(
+            login_host + AUTHORIZE_PATH,
+            state=state,
+            code_verifier=code_verifier,
+            prompt="login",
+        )
+        return url
+
+    def _grant(self, token: dict[str, object], *, fallback_refresh: str | None) -> TokenGrant:
+        try:
+            identity_url = str(token["id"])
+            issued_at = str(token["issued_at"])
+            access_token = str(token["access_token"])
+            instance_url = str(token["instance_url"]).rstrip("/")
+        except KeyError as missing:
+            raise SalesforceRejected(
+                "invalid_response", f"token response lacks {missing}"
+            ) from None
+        signature = str(token.get("signature", ""))
+        wanted = expected_signature(self._client_secret, identity_url, issued_at)
+        if not hmac.compare_digest(signature.encode(), wanted.encode()):
+            raise SignatureMismatch("the token response's signature does not match")
+        refresh = token.get("refresh_token")
+        return TokenGrant(
+            access_token=access_token,
+            refresh_token=str(refresh) if refresh else fallback_refresh,
+            instance_url=instance_url,
+            identity_url=identity_url,
+            issued_at=issued_at,
+            scope=str(token.get("scope", "")),
+        )
+
+    async def exchange_code(self, login_host: str, *, code: str, code_verifier: str) -> TokenGrant:
+        async with self._oauth() as client:
+            token = await client.fetch_token(
+                login_host + TOKEN_PATH,
+                grant_type="authorization_code",
+                code=code,
+                code_verifier=code_verifier,
+            )
+        return self._grant(token, fallback_refresh=None)
+
+    async def refresh(self, login_host: str, refresh_token: str) -> TokenGrant:
+        async with self._oauth() as client:
+            token = await client.refresh_token(login_host + TOKEN_PATH, refresh_token=refresh_token)
+        # Without refresh-token rotation Salesforce sends no new one: keep the old.
+        return self._grant(token, fallback_refresh=refresh_token)
+
+    async def revoke(self, login_host: str, token: str) -> None:
+        """Revoke a token; an already revoked one counts as success."""
+        async with self._oauth() as client:
+            response = await client.revoke_token(login_host + REVOKE_PATH, token=token)
+        if response.status_code == 200:
+            return
+        if response.status_code >= 500:
+            raise SalesforceUnavailable(f"Salesforce answered HTTP {response.status_code}")
+        error = _oauth_error(response)
+        if error == "invalid_token":
+            return
+        raise SalesforceRejected(error, status=response.status_code)
+
+    async def _get(self, url: str, access_token: str, **params: str) -> httpx2.Response:
+        try:
+            async with httpx2.AsyncClient(timeout=self._timeout, transport=self._transport) as http:
+                response = await http.get(
+                    url, params=params, headers={"Authorization": f"Bearer {access_token}"}
+                )
+        except httpx2.HTTPError as exc:
+            raise SalesforceUnavailable(f"Salesforce could not be reached ({exc})") from None
+        if response.status_code >= 500:
+            raise SalesforceUnavailable(f"Salesforce answered HTTP {response.status_code}")
+        return response
+
+    async def identity(self, grant: TokenGrant) -> Identity:
+        response = await self._get(grant.identity_url, grant.access_token)
+        if response.status_code != 200:
+            raise SalesforceRejected(
+                "identity_refused", response.text[:200], status=response.status_code
+            )
+        data = response.json()
+        org_id, user_id = _ids_from_identity_url(grant.identity_url)
+        if data.get("organization_id") != org_id or data.get("user_id") != user_id:
+            raise SalesforceRejected("invalid_response", "identity does not match the token")
+        return Identity(
+            org_id=org_id,
+            user_id=user_id,
+            username=str(data.get("username", "")),
+            display_name=str(data.get("display_name", "")),
+            active=bool(data.get("active", True)),
+            user_type=str(data.get("user_type", "")),
+        )
+
+    async def permissions(self, grant: TokenGrant) -> Permissions:
+        """Read the user's effective permissions; fields the org rejects are left unchecked."""
+        fields = [*REQUIRED_PERMISSIONS, *RECOMMENDED_PERMISSIONS]
+        unchecked: set[str] = set()
+        url = f"{grant.instance_url}/services/data/v{API_VERSION}/query"
+        while fields:
+            # Field names come from our own constants, never from input.
+            soql = f"SELECT {', '.join(fields)} FROM UserPermissionAccess"  # noqa: S608
+            response = await self._get(url, grant.access_token, q=soql)
+            if response.status_code == 200:
+                records = response.json().get("records") or [{}]
+                row = records[0]
+                return Permissions(
+                    granted={f: bool(row.get(f)) for f in fields}, unchecked=frozenset(unchecked)
+                )
+            code, message = _rest_error(response)
+            bad = _INVALID_FIELD.search(message) if code == "INVALID_FIELD" else None
+            if bad is None or bad.group(1) not in fields:
+                raise SalesforceRejected(code, message, status=response.status_code)
+            fields.remove(bad.group(1))
+            unchecked.add(bad.group(1))
+        return Permissions(granted={}, unchecked=frozenset(unchecked))
+
+
+def _oauth_error(response: httpx2.Response) -> str:
+    try:
+        return str(response.json().get("error", "unknown_error"))
+    except ValueError:
+        return response.text.strip()[:100] or f"http_{response.status_code}"
+
+
+def _rest_error(response: httpx2.Response) -> tuple[str, str]:
+    try:
+        body = response.json()
+        first = body[0] if isinstance(body, list) and body else body
+        return str(first.get("errorCode", "UNKNOWN")), str(first.get("message", ""))
+    except (ValueError, AttributeError):
+        return f"HTTP_{response.status_code}", response.text[:200]

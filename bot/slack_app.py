@@ -1,0 +1,55 @@
+"""The bolt app: listeners registered, services put into bolt's context."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import listeners
+from bot.admins import AdminPolicy
+from bot.links import LinkService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    links: LinkService
+    admins: AdminPolicy
+
+
+def create_app(*, client: AsyncWebClient, signing_secret: str, services: Services) -> AsyncApp:
+    app = AsyncApp(
+        client=client,
+        signing_secret=signing_secret,
+        # Ack first, work after: listeners keep running once Slack has its answer.
+        process_before_response=False,
+        logger=logging.getLogger("vcc.bolt"),
+    )
+
+    async def inject_services(context: AsyncBoltContext, next: Callable[[], Awaitable[Any]]) -> Any:
+        # Context keys become listener arguments: handlers simply declare `links`.
+        context["links"] = services.links
+        context["admins"] = services.admins
+        return await next()
+
+    app.middleware(inject_services)
+
+    async def on_error(error: Exception, body: dict[str, Any], respond: Any) -> None:
+        log.exception("unhandled error in a Slack listener", exc_info=error)
+        if body.get("response_url"):
+            await respond(
+                response_type="ephemeral",
+                replace_original=False,
+                text=":warning: Something went wrong on our side. Nothing changed; try again.",
+            )
+
+    app.error(on_error)
+    listeners.register(app)
+    return app

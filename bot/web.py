@@ -1,0 +1,205 @@
+"""The ASGI app: Slack's requests, the browser's login and callback, and a health check.
+
+The only module that imports the web framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_sdk.signature import SignatureVerifier
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from bot.links import LinkError, LinkService, LoginLinkProblem
+from bot.messages import describe
+from storage.db import Database
+from storage.repository import AttemptProblem
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("vcc.access")
+
+BROWSER_COOKIE = "vcc_browser"
+COOKIE_MAX_AGE = 600  # the login link's lifetime: the binding is useless after it
+LOGIN_PREFIX = "/salesforce/login/"
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · VCC</title>
+<style>
+body{{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;background:#f4f5f7;margin:0;
+display:flex;min-height:100vh;align-items:center;justify-content:center;color:#1d1c1d}}
+main{{background:#fff;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08);
+padding:2rem 2.5rem;max-width:34rem}}
+h1{{font-size:1.4rem;margin:0 0 .75rem;color:{colour}}}
+p{{line-height:1.5;margin:.5rem 0}}
+</style></head>
+<body><main><h1>{title}</h1>{paragraphs}</main></body></html>
+"""
+
+_PROBLEM_STATUS = {
+    AttemptProblem.UNKNOWN: 400,
+    AttemptProblem.EXPIRED: 410,
+    AttemptProblem.USED: 409,
+    AttemptProblem.OTHER_BROWSER: 403,
+}
+
+# The pages show results only: no scripts, no framing, nothing cached, and no Referer
+# that could carry the callback's code elsewhere.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def page(title: str, *paragraphs: str, status: int = 200, ok: bool = True) -> HTMLResponse:
+    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+    content = _PAGE.format(
+        title=html.escape(title), paragraphs=body, colour="#007a5a" if ok else "#b42318"
+    )
+    return HTMLResponse(content, status_code=status, headers=_PAGE_HEADERS)
+
+
+def error_page(error: LinkError) -> HTMLResponse:
+    title, detail = describe(error)
+    status = _PROBLEM_STATUS[error.problem] if isinstance(error, LoginLinkProblem) else 400
+    return page(title, detail, status=status, ok=False)
+
+
+def slack_signature_ok(verifier: SignatureVerifier, request: Request, body: bytes) -> bool:
+    timestamp = request.headers.get("x-slack-request-timestamp", "")
+    signature = request.headers.get("x-slack-signature", "")
+    # slack_sdk raises on a timestamp that is not a number; answer 401, not 500.
+    if not timestamp.isdigit() or not signature:
+        return False
+    return verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
+
+
+def create_web_app(
+    *,
+    links: LinkService,
+    db: Database,
+    slack: AsyncSlackRequestHandler | None,
+    signing_secret: str,
+    cookie_secure: bool,
+) -> Starlette:
+    verifier = SignatureVerifier(signing_secret)
+
+    async def slack_events(request: Request) -> Response:
+        body = await request.body()
+        if not slack_signature_ok(verifier, request, body):
+            return JSONResponse({"error": "invalid request signature"}, status_code=401)
+        assert slack is not None
+        return await slack.handle(request)
+
+    async def login(request: Request) -> Response:
+        try:
+            url, browser = await links.open_login(
+                request.path_params["token"], request.cookies.get(BROWSER_COOKIE)
+            )
+        except LinkError as exc:
+            return error_page(exc)
+        response = RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+        response.set_cookie(
+            BROWSER_COOKIE,
+            browser,
+            max_age=COOKIE_MAX_AGE,
+            path="/salesforce/",
+            httponly=True,
+            samesite="lax",  # Salesforce's redirect back is a top-level GET: Lax sends it
+            secure=cookie_secure,
+        )
+        return response
+
+    async def callback(request: Request) -> Response:
+        q = request.query_params
+        try:
+            result = await links.complete(
+                state=q.get("state"),
+                browser_secret=request.cookies.get(BROWSER_COOKIE),
+                code=q.get("code"),
+                error=q.get("error"),
+                error_description=q.get("error_description"),
+            )
+        except LinkError as exc:
+            return error_page(exc)
+        view = result.account
+        return page(
+            "Linked — you can close this window",
+            f"VCC account {view.account_id} is linked to Salesforce org {view.org_id} as "
+            f"API user {view.sf_username}.",
+            "The details are in your Slack DMs.",
+        )
+
+    async def healthz(_: Request) -> Response:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(db.ping), timeout=5)
+        except Exception as exc:  # any failure means "not healthy"; say which kind
+            log.warning("health check failed: %s", type(exc).__name__)
+            return JSONResponse({"ok": False, "database": "unreachable"}, status_code=503)
+        return JSONResponse({"ok": True, "database": "ok"})
+
+    routes = [
+        Route(f"{LOGIN_PREFIX}{{token}}", login, methods=["GET"]),
+        Route("/salesforce/callback", callback, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    if slack is not None:
+        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+    app = Starlette(routes=routes)
+    app.add_middleware(AccessLog)  # type: ignore[arg-type]
+    return app
+
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
+
+
+def loggable_path(path: str) -> str:
+    """The request path without its secrets: login tokens are cut, query strings never kept."""
+    if path.startswith(LOGIN_PREFIX):
+        return LOGIN_PREFIX + "…"
+    return path
+
+
+class AccessLog:
+    """Replaces uvicorn's access log, which writes the callback's code and state."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            access_log.info(
+                "%s %s %s %.1fms",
+                scope["method"],
+                loggable_path(scope["path"]),
+                status,
+                (time.perf_counter() - started) * 1000,
+            )

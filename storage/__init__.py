@@ -1,0 +1,1 @@
+"""Persistence for vcc-bot: SQLModel tables, engine factory and repository functions."""

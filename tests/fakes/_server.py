@@ -1,0 +1,228 @@
+"""Shared base for the HTTP fakes: a real stdlib server on 127.0.0.1 in a daemon thread."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import socketserver
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+JSON_TYPE = "application/json; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One HTTP request as the fake received it. Header names are lower-cased."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    form: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class Reply:
+    status: int  # 0 means: close the socket without answering
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(status: int, obj: Any, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, json.dumps(obj).encode(), {"Content-Type": JSON_TYPE, **(headers or {})})
+
+
+def text_reply(status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> Reply:
+    return Reply(status, text.encode(), {"Content-Type": content_type})
+
+
+def redirect_reply(location: str) -> Reply:
+    return Reply(302, b"", {"Location": location})
+
+
+def add_query(url: str, params: dict[str, str | None]) -> str:
+    """Append params (None values skipped) to a URL that may already carry a query."""
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+@dataclass
+class _Injection:
+    matches: Callable[[str], bool]
+    reply: Reply
+    remaining: int
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # idle keep-alive connections must not pin threads forever
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output clean
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        form: dict[str, str] = {}
+        if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        req = Recorded(self.command, parts.path, query, form, headers, body)
+        reply = self.server.fake._respond(req)
+        if reply.status == 0:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, fake: FakeServer) -> None:
+        self.fake = fake
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def server_bind(self) -> None:
+        # Skip HTTPServer's getfqdn(), which can stall on reverse DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # client disconnects are normal in tests; handler bugs land in FakeServer.errors
+
+
+class FakeServer:
+    """Base for fakes: subclasses implement handle(), which runs under self._lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._seq = 0  # bumped on every request so wait_for() can wake up
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._injections: list[_Injection] = []
+        self.requests: list[Recorded] = []
+        self.errors: list[str] = []  # tracebacks of bugs inside the fake itself
+        self.delay: float = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> Self:
+        if self._httpd is None:
+            self._stopping.clear()
+            self._httpd = _HTTPServer(self)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=type(self).__name__,
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()  # cut short any configured delay
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return f"http://127.0.0.1:{self._httpd.server_port}"
+
+    # -- request plumbing ----------------------------------------------------------------------
+    def handle(self, req: Recorded) -> Reply:
+        raise NotImplementedError
+
+    def _respond(self, req: Recorded) -> Reply:
+        with self._cond:
+            self.requests.append(req)
+            self._bump()
+        if self.delay > 0:
+            self._stopping.wait(self.delay)
+        with self._cond:
+            try:
+                reply = self.handle(req)
+            except Exception:
+                self.errors.append(traceback.format_exc())
+                reply = text_reply(500, self.errors[-1])
+            self._bump()
+        return reply
+
+    def _bump(self) -> None:
+        self._seq += 1
+        self._cond.notify_all()
+
+    def _inject(self, matches: Callable[[str], bool], reply: Reply, count: int) -> None:
+        with self._lock:
+            self._injections.append(_Injection(matches, reply, count))
+
+    def _take_injected(self, key: str) -> Reply | None:
+        for inj in self._injections:
+            if inj.remaining > 0 and inj.matches(key):
+                inj.remaining -= 1
+                return inj.reply
+        return None
+
+    # -- test helpers --------------------------------------------------------------------------
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Return predicate()'s first truthy value, re-checking whenever a request arrives.
+
+        The predicate runs outside the lock (it may itself trigger requests to this fake); the
+        short wait cap also lets it watch state outside the fake, such as a database.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                seen = self._seq
+            result = predicate()
+            if result:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                with self._lock:
+                    recent = [f"{r.method} {r.path}" for r in self.requests[-10:]]
+                raise AssertionError(
+                    f"{type(self).__name__}: condition not met within {timeout}s; "
+                    f"last requests: {recent or 'none'}; fake errors: {len(self.errors)}"
+                )
+            with self._cond:
+                self._cond.wait_for(
+                    lambda seen=seen: self._seq != seen, timeout=min(remaining, 0.05)
+                )

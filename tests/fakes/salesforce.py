@@ -1,0 +1,485 @@
+"""Fake Salesforce login host: OAuth web-server flow with PKCE, identity URL and SOQL query.
+
+One instance stands for one login host (production or sandbox); its URL is also the instance URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from ._server import (
+    FakeServer,
+    Recorded,
+    Reply,
+    add_query,
+    json_reply,
+    redirect_reply,
+    text_reply,
+)
+
+PERMISSION_FIELDS = (
+    "PermissionsApiEnabled",
+    "PermissionsEditTask",
+    "PermissionsApiUserOnly",
+    "PermissionsViewAllUsers",
+    "PermissionsViewAllData",
+    "PermissionsModifyAllData",
+)
+MAX_APPROVALS = 5  # refresh tokens per user per connected app
+DEFAULT_SCOPE = "api id refresh_token"
+API_VERSIONS = ("60.0", "61.0", "62.0")
+_REFRESH_SCOPES = {"refresh_token", "offline_access", "full"}
+_ID_PATH = re.compile(r"/id/(\w+)/(\w+)/?")
+_QUERY_PATH = re.compile(r"/services/data/v(\d+\.\d+)/query/?")
+_SOQL = re.compile(r"select\s+(?P<fields>.+?)\s+from\s+(?P<obj>\w+)(?P<rest>\s.*)?", re.I)
+_AUTHORIZE_ERRORS = {
+    "access_denied": "end-user denied authorization",
+    "invalid_grant": "IP restricted or invalid login hours",
+    "inactive_user": "user is inactive",
+    "inactive_org": "organization is inactive",
+    "invalid_scope": "the requested scope is not allowed",
+    "rate_limit_exceeded": "too many requests",
+}
+
+
+@dataclass(eq=False)  # identity semantics: users are dict keys and compared with `is`
+class SfUser:
+    org_id: str
+    user_id: str
+    username: str
+    permissions: dict[str, bool] = field(default_factory=dict)
+    active: bool = True
+    user_type: str = "STANDARD"
+    display_name: str = ""
+    email: str = ""
+
+
+@dataclass(eq=False)
+class _Grant:
+    """One approval: a refresh token plus the access tokens minted from it."""
+
+    user: SfUser
+    scope: str
+    refresh_token: str
+
+
+@dataclass
+class _Code:
+    user: SfUser
+    challenge: str
+    redirect_uri: str
+    scope: str
+    issued: float
+
+
+@dataclass
+class _Access:
+    user: SfUser
+    grant: _Grant | None
+
+
+def pkce_challenge(verifier: str) -> str:
+    """S256 code challenge: base64url, no padding, of SHA-256(verifier)."""
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def token_signature(secret: str, identity_url: str, issued_at: str) -> str:
+    mac = hmac.new(secret.encode(), (identity_url + issued_at).encode(), hashlib.sha256)
+    return base64.b64encode(mac.digest()).decode()
+
+
+def _oauth_error(error: str, description: str, status: int = 400) -> Reply:
+    return json_reply(status, {"error": error, "error_description": description})
+
+
+def _rest_error(status: int, code: str, message: str) -> Reply:
+    return json_reply(status, [{"message": message, "errorCode": code}])
+
+
+def _html(status: int, title: str, detail: str) -> Reply:
+    page = f"<html><body><h1>{html.escape(title)}</h1><p>{html.escape(detail)}</p></body></html>"
+    return text_reply(status, page, "text/html; charset=utf-8")
+
+
+def _same_id(a: str, b: str) -> bool:
+    return a[:15] == b[:15]  # Salesforce accepts 15- and 18-character ids alike
+
+
+class FakeSalesforce(FakeServer):
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        redirect_uri: str | None = None,
+        name: str = "production",
+    ) -> None:
+        super().__init__()
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.redirect_uri = redirect_uri
+        self.name = name
+        self.users: list[SfUser] = []
+        self.login_as: SfUser | None = None
+        self.authorize_error: str | None = None
+        self.authorize_error_description: str | None = None
+        self.tamper_signature = False
+        self.unsupported_fields: set[str] = set()
+        self.rotate_refresh_tokens = False
+        self.code_ttl = 900.0  # Salesforce codes expire after 15 minutes
+        self.authorize_requests: list[dict[str, str]] = []
+        self.revoked: list[str] = []  # tokens revoked through /revoke
+        self.evicted: list[str] = []  # refresh tokens pushed out by the five-approval limit
+        self._codes: dict[str, _Code] = {}
+        self._grants: list[_Grant] = []  # oldest first
+        self._access: dict[str, _Access] = {}
+
+    def __repr__(self) -> str:
+        return f"<FakeSalesforce {self.name} {self._httpd and self.url}>"
+
+    # -- test API ------------------------------------------------------------------------------
+    def add_user(
+        self,
+        org_id: str,
+        user_id: str,
+        username: str,
+        permissions: dict[str, bool] | None = None,
+        **kw: Any,
+    ) -> SfUser:
+        perms = dict.fromkeys(PERMISSION_FIELDS, True) if permissions is None else permissions
+        user = SfUser(org_id, user_id, username, dict(perms), **kw)
+        with self._lock:
+            self.users.append(user)
+        return user
+
+    def fail_next(
+        self,
+        path_prefix: str,
+        status: int,
+        body: str | dict[str, Any] | list[Any] | None = None,
+        count: int = 1,
+    ) -> None:
+        """Answer the next `count` requests under path_prefix with status (0: drop the socket)."""
+        if status == 0:
+            reply = Reply(0)
+        elif isinstance(body, str):
+            ctype = "text/html" if body.lstrip().startswith("<") else "text/plain"
+            reply = text_reply(status, body, f"{ctype}; charset=utf-8")
+        elif body is not None:
+            reply = json_reply(status, body)
+        elif path_prefix.startswith("/services/oauth2"):
+            reply = _oauth_error("unknown_error", "retry your request", status)
+        else:
+            code, message = {
+                401: ("INVALID_SESSION_ID", "Session expired or invalid"),
+                403: ("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
+                503: ("SERVER_UNAVAILABLE", "Server unavailable"),
+            }.get(status, ("UNKNOWN_EXCEPTION", "An unexpected error occurred."))
+            reply = _rest_error(status, code, message)
+        self._inject(lambda path: path.startswith(path_prefix), reply, count)
+
+    def live_refresh_tokens(self, user: SfUser) -> list[str]:
+        with self._lock:
+            return [g.refresh_token for g in self._grants if g.user is user]
+
+    def live_access_tokens(self, user: SfUser) -> list[str]:
+        with self._lock:
+            return [t for t, a in self._access.items() if a.user is user]
+
+    def revoke_user_tokens(self, user: SfUser) -> None:
+        """As if an admin revoked the app's access for this user."""
+        with self._lock:
+            for grant in [g for g in self._grants if g.user is user]:
+                self._kill(grant)
+            for token in self.live_access_tokens(user):
+                del self._access[token]
+
+    def identity_url(self, user: SfUser) -> str:
+        return f"{self.url}/id/{user.org_id}/{user.user_id}"
+
+    # -- routing -------------------------------------------------------------------------------
+    def handle(self, req: Recorded) -> Reply:
+        injected = self._take_injected(req.path)
+        if injected is not None:
+            return injected
+        path, method = req.path, req.method
+        if path == "/services/oauth2/authorize" and method in ("GET", "POST"):
+            return self._authorize({**req.query, **req.form})
+        if path == "/services/oauth2/token" and method == "POST":
+            return self._token(req)
+        if path == "/services/oauth2/revoke" and method in ("GET", "POST"):
+            return self._revoke(req.form.get("token") or req.query.get("token", ""))
+        if (m := _ID_PATH.fullmatch(path)) and method in ("GET", "POST"):
+            return self._identity(req, m[1], m[2])
+        if (m := _QUERY_PATH.fullmatch(path)) and method == "GET":
+            return self._query(req, m[1])
+        if path.rstrip("/") == "/services/data" and method == "GET":
+            return json_reply(
+                200,
+                [
+                    {"label": f"v{v}", "url": f"/services/data/v{v}", "version": v}
+                    for v in API_VERSIONS
+                ],
+            )
+        return _rest_error(404, "NOT_FOUND", "The requested resource does not exist")
+
+    # -- OAuth ---------------------------------------------------------------------------------
+    def _authorize(self, q: dict[str, str]) -> Reply:
+        self.authorize_requests.append(q)
+        redirect_uri = q.get("redirect_uri", "")
+        if not redirect_uri or self.redirect_uri not in (None, redirect_uri):
+            return _html(400, "redirect_uri_mismatch", "redirect_uri must match configuration")
+        state = q.get("state")
+
+        def back(error: str, description: str) -> Reply:
+            params = {"error": error, "error_description": description, "state": state}
+            return redirect_reply(add_query(redirect_uri, params))
+
+        if q.get("client_id") != self.client_id:
+            return back("invalid_client_id", "client identifier invalid")
+        if q.get("response_type") != "code":
+            return back("unsupported_response_type", "response type not supported")
+        if not q.get("code_challenge"):
+            return back("invalid_request", "missing required code challenge")
+        if q.get("code_challenge_method") != "S256":
+            return back("invalid_request", "invalid code challenge method")
+        if self.authorize_error:
+            description = self.authorize_error_description or _AUTHORIZE_ERRORS.get(
+                self.authorize_error, self.authorize_error.replace("_", " ")
+            )
+            return back(self.authorize_error, description)
+        if self.login_as is None:
+            return _html(400, "Login failed", "no user to log in")
+        # Standard base64 with '==' padding, so the code needs URL-encoding like real ones.
+        code = "aPrx" + base64.b64encode(secrets.token_bytes(64)).decode()
+        self._codes[code] = _Code(
+            self.login_as,
+            q["code_challenge"],
+            redirect_uri,
+            q.get("scope") or DEFAULT_SCOPE,
+            time.monotonic(),
+        )
+        return redirect_reply(add_query(redirect_uri, {"code": code, "state": state}))
+
+    def _client_ok(self, req: Recorded) -> bool:
+        client_id, secret = req.form.get("client_id"), req.form.get("client_secret")
+        auth = req.headers.get("authorization", "")
+        if auth[:6].lower() == "basic ":
+            try:
+                cid, _, sec = base64.b64decode(auth[6:]).decode().partition(":")
+            except ValueError:  # binascii.Error and UnicodeDecodeError both derive from it
+                return False
+            client_id, secret = unquote(cid), unquote(sec)
+        return client_id == self.client_id and secret == self.client_secret
+
+    def _token(self, req: Recorded) -> Reply:
+        if not self._client_ok(req):
+            return _oauth_error("invalid_client", "invalid client credentials")
+        form = req.form
+        grant_type = form.get("grant_type")
+        if grant_type == "authorization_code":
+            code = self._codes.pop(form.get("code", ""), None)  # single use, even on failure
+            if code is None or time.monotonic() - code.issued > self.code_ttl:
+                return _oauth_error("invalid_grant", "invalid authorization code")
+            if form.get("redirect_uri") != code.redirect_uri:
+                return _oauth_error("invalid_grant", "redirect_uri must match configuration")
+            verifier = form.get("code_verifier", "")
+            if not verifier or pkce_challenge(verifier) != code.challenge:
+                return _oauth_error("invalid_grant", "invalid code verifier")
+            if not code.user.active:
+                return _oauth_error("inactive_user", "user is inactive")
+            grant = None
+            if _REFRESH_SCOPES & set(code.scope.split()):
+                grant = _Grant(code.user, code.scope, self._new_refresh_token())
+                self._approve(grant)
+            return self._issue(code.user, grant, code.scope, grant and grant.refresh_token)
+        if grant_type == "refresh_token":
+            grant = self._find_grant(form.get("refresh_token", ""))
+            if grant is None:
+                return _oauth_error("invalid_grant", "expired access/refresh token")
+            if not grant.user.active:
+                return _oauth_error("inactive_user", "user is inactive")
+            new_refresh = None
+            if self.rotate_refresh_tokens:
+                grant.refresh_token = new_refresh = self._new_refresh_token()
+            return self._issue(grant.user, grant, grant.scope, new_refresh)
+        return _oauth_error("unsupported_grant_type", "grant type not supported")
+
+    def _approve(self, grant: _Grant) -> None:
+        self._grants.append(grant)
+        mine = [g for g in self._grants if g.user is grant.user]
+        for old in mine[: max(0, len(mine) - MAX_APPROVALS)]:
+            self._kill(old)  # silently, as Salesforce does
+            self.evicted.append(old.refresh_token)
+
+    def _issue(self, user: SfUser, grant: _Grant | None, scope: str, refresh: str | None) -> Reply:
+        access = f"{user.org_id[:15]}!AQ{secrets.token_urlsafe(72)}"
+        self._access[access] = _Access(user, grant)
+        identity = self.identity_url(user)
+        issued_at = str(int(time.time() * 1000))
+        key = self.client_secret + ("-tampered" if self.tamper_signature else "")
+        body: dict[str, str] = {"access_token": access}
+        if refresh:
+            body["refresh_token"] = refresh
+        body |= {
+            "signature": token_signature(key, identity, issued_at),
+            "scope": scope,
+            "instance_url": self.url,
+            "id": identity,
+            "token_type": "Bearer",
+            "issued_at": issued_at,
+        }
+        return json_reply(200, body, {"Cache-Control": "no-cache,must-revalidate,max-age=0"})
+
+    def _revoke(self, token: str) -> Reply:
+        grant = self._find_grant(token)
+        if grant is not None:
+            self._kill(grant)
+        elif token and token in self._access:
+            del self._access[token]
+        else:
+            return _oauth_error("invalid_token", "Invalid token")
+        self.revoked.append(token)
+        return Reply(200)
+
+    def _new_refresh_token(self) -> str:
+        return "5Aep861" + secrets.token_urlsafe(64)
+
+    def _find_grant(self, refresh_token: str) -> _Grant | None:
+        return next((g for g in self._grants if g.refresh_token == refresh_token), None)
+
+    def _kill(self, grant: _Grant) -> None:
+        self._grants.remove(grant)
+        for token in [t for t, a in self._access.items() if a.grant is grant]:
+            del self._access[token]
+
+    def _bearer(self, req: Recorded) -> _Access | None:
+        scheme, _, token = req.headers.get("authorization", "").partition(" ")
+        if scheme.lower() not in ("bearer", "oauth"):
+            token = req.query.get("oauth_token", "")
+        access = self._access.get(token.strip())
+        return access if access is not None and access.user.active else None
+
+    # -- identity and data API -----------------------------------------------------------------
+    def _identity(self, req: Recorded, org_id: str, user_id: str) -> Reply:
+        access = self._bearer(req)
+        if access is None or not (
+            _same_id(access.user.org_id, org_id) and _same_id(access.user.user_id, user_id)
+        ):
+            return text_reply(403, "Bad_OAuth_Token")
+        user, base = access.user, self.url
+        display = user.display_name or user.username.split("@")[0]
+        first, _, last = display.rpartition(" ")
+        org15 = user.org_id[:15]
+        data = f"{base}/services/data/v{{version}}"
+        urls = {
+            "enterprise": f"{base}/services/Soap/c/{{version}}/{org15}",
+            "metadata": f"{base}/services/Soap/m/{{version}}/{org15}",
+            "partner": f"{base}/services/Soap/u/{{version}}/{org15}",
+            "rest": f"{data}/",
+            "sobjects": f"{data}/sobjects/",
+            "search": f"{data}/search/",
+            "query": f"{data}/query/",
+            "recent": f"{data}/recent/",
+            "tooling_soap": f"{base}/services/Soap/T/{{version}}/{org15}",
+            "tooling_rest": f"{data}/tooling/",
+            "profile": f"{base}/{user.user_id[:15]}",
+            "feeds": f"{data}/chatter/feeds",
+            "groups": f"{data}/chatter/groups",
+            "users": f"{data}/chatter/users",
+            "feed_items": f"{data}/chatter/feed-items",
+            "feed_elements": f"{data}/chatter/feed-elements",
+            "custom_domain": base,
+        }
+        version = req.query.get("version")
+        if version:  # the real endpoint fills the placeholder when asked to
+            version = API_VERSIONS[-1] if version == "latest" else version
+            urls = {k: v.replace("{version}", version) for k, v in urls.items()}
+        return json_reply(
+            200,
+            {
+                "id": self.identity_url(user),
+                "asserted_user": True,
+                "user_id": user.user_id,
+                "organization_id": user.org_id,
+                "username": user.username,
+                "nick_name": user.username.split("@")[0],
+                "display_name": display,
+                "email": user.email or (user.username if "@" in user.username else ""),
+                "email_verified": True,
+                "first_name": first or None,
+                "last_name": last,
+                "timezone": "Europe/London",
+                "photos": {},
+                "mobile_phone": None,
+                "mobile_phone_verified": False,
+                "is_lightning_login_user": False,
+                "status": {"created_date": None, "body": None},
+                "urls": urls,
+                "active": user.active,
+                "user_type": user.user_type,
+                "language": "en_US",
+                "locale": "en_US",
+                "utcOffset": 0,
+                "last_modified_date": "2024-01-02T03:04:05Z",
+                "is_app_installed": True,
+            },
+        )
+
+    def _query(self, req: Recorded, version: str) -> Reply:
+        access = self._bearer(req)
+        if access is None:
+            return _rest_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        soql = " ".join(req.query.get("q", "").split())  # one line, so columns are simple
+        m = _SOQL.fullmatch(soql)
+        fields = [f.strip() for f in m["fields"].split(",")] if m else []
+        if m is None or not all(re.fullmatch(r"\w+", f) for f in fields):
+            return _rest_error(400, "MALFORMED_QUERY", f"unexpected token: '{soql}'")
+
+        def located(offset: int, problem: str) -> str:
+            return f"\n{soql}\n{' ' * offset}^\nERROR at Row:1:Column:{offset + 1}\n{problem}"
+
+        if m["obj"].lower() != "userpermissionaccess":
+            problem = (
+                f"sObject type '{m['obj']}' is not supported. If you are attempting to use a "
+                "custom object, be sure to append the '__c' after the entity name. Please "
+                "reference your WSDL or the describe call for the appropriate names."
+            )
+            return _rest_error(400, "INVALID_TYPE", located(m.start("obj"), problem))
+        unsupported = {f.lower() for f in self.unsupported_fields}
+        for name in fields:
+            lower = name.lower()
+            if lower in unsupported or not (lower.startswith("permissions") or lower == "id"):
+                problem = (
+                    f"No such column '{name}' on entity 'UserPermissionAccess'. If you are "
+                    "attempting to use a custom field, be sure to append the '__c' after the "
+                    "custom field name. Please reference your WSDL or the describe call for "
+                    "the appropriate names."
+                )
+                offset = m.start("fields") + re.search(rf"\b{name}\b", m["fields"]).start()
+                return _rest_error(400, "INVALID_FIELD", located(offset, problem))
+        record_id = "000000000000000AAA"
+        record: dict[str, Any] = {
+            "attributes": {
+                "type": "UserPermissionAccess",
+                "url": f"/services/data/v{version}/sobjects/UserPermissionAccess/{record_id}",
+            }
+        }
+        known = {k.lower(): (k, v) for k, v in access.user.permissions.items()}
+        for name in fields:
+            if name.lower() == "id":
+                record["Id"] = record_id
+            else:
+                key, value = known.get(name.lower(), (name, False))
+                record[key] = bool(value)
+        return json_reply(200, {"totalSize": 1, "done": True, "records": [record]})

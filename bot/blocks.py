@@ -207,6 +207,14 @@ def failure(error: LinkError, account_id: str | None = None) -> Message:
     return _message(f"{title}: {detail}", [_section(f":x: *{title}*{about}\n{_esc(detail)}")])
 
 
+def login_dm_failed(error: str) -> Message:
+    text = (
+        f":warning: I could not send you the login link in a DM (Slack said {_esc(error)}). "
+        "Nothing was linked; run `/vcc link` again."
+    )
+    return _message(text, [_section(text)])
+
+
 def not_allowed(action: str) -> Message:
     text = (
         f":no_entry: Only workspace admins and owners, or users listed in VCC_ADMIN_USERS, "

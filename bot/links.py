@@ -349,8 +349,9 @@ class LinkService:
             raise SalesforceLoginFailed(exc.error, exc.description) from None
         except SalesforceUnavailable:
             raise SalesforceDown() from None
-        except SignatureMismatch:
-            # A forged response may still carry a token that works: kill it.
+        except SignatureMismatch as exc:
+            for token in exc.tokens:
+                await self._revoke_quietly(host, token)
             raise ForgedResponse() from None
         try:
             return await self._record(ctx, host, grant)
@@ -406,7 +407,7 @@ class LinkService:
         try:
             previous, row = await self._db.run(save)
         except repo.ApiUserFull as full:
-            here = [a.account_id for a in full.linked if a.team_id == ctx.team_id]
+            here = [account for team, account in full.linked if team == ctx.team_id]
             raise ApiUserLimit(identity.username, here, len(full.linked)) from None
         if previous is not None:
             # The new link is stored; only now is the old token given up, at its own host.

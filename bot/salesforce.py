@@ -57,7 +57,15 @@ class SalesforceRejected(SalesforceError):
 
 
 class SignatureMismatch(SalesforceError):
-    """The token response's signature does not match: it did not come from our app."""
+    """The token response's signature does not match: it did not come from our app.
+
+    Carries the response's tokens so the caller can revoke them: if they work, they
+    must not stay live.
+    """
+
+    def __init__(self, tokens: list[str]) -> None:
+        super().__init__("the token response's signature does not match")
+        self.tokens = tokens
 
 
 @dataclass(frozen=True)
@@ -191,7 +199,8 @@ class SalesforceClient:
         signature = str(token.get("signature", ""))
         wanted = expected_signature(self._client_secret, identity_url, issued_at)
         if not hmac.compare_digest(signature.encode(), wanted.encode()):
-            raise SignatureMismatch("the token response's signature does not match")
+            tokens = [str(token[k]) for k in ("refresh_token", "access_token") if token.get(k)]
+            raise SignatureMismatch(tokens)
         refresh = token.get("refresh_token")
         return TokenGrant(
             access_token=access_token,

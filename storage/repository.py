@@ -26,9 +26,9 @@ class AttemptProblem(StrEnum):
 class ApiUserFull(Exception):
     """The Salesforce API user already has the maximum number of VCC accounts."""
 
-    def __init__(self, linked: list[VccAccount]) -> None:
+    def __init__(self, linked: list[tuple[str, str]]) -> None:
         super().__init__(f"API user already linked to {len(linked)} VCC accounts")
-        self.linked = linked
+        self.linked = linked  # (team id, account id): plain data, valid after the rollback
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def save_link(
         if (a.team_id, a.account_id) != (team_id, account_id)
     ]
     if len(others) >= max_accounts_per_user:
-        raise ApiUserFull(others)
+        raise ApiUserFull([(a.team_id, a.account_id) for a in others])
     account = get_account(session, team_id=team_id, account_id=account_id)
     if account is None:
         account = VccAccount(team_id=team_id, account_id=account_id)

@@ -7,6 +7,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
 
 from bot import blocks, ids
 from bot.admins import AdminPolicy
@@ -43,7 +44,10 @@ async def choose_environment(
         # Replace the buttons first, so a second click has nothing to hit.
         await reply(respond, blocks.check_your_dms(account_id, environment), replace=True)
         ctx = LoginContext(team_id, user_id, account_id, environment, channel_id)
-        await links.start_login(ctx)
+        try:
+            await links.start_login(ctx)
+        except SlackApiError as exc:
+            await reply(respond, blocks.login_dm_failed(str(exc.response.get("error"))))
 
 
 async def open_login(ack: AsyncAck) -> None:

@@ -6,6 +6,7 @@ Notifier interface; failures are domain exceptions that the edges turn into word
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -34,6 +35,8 @@ from storage.models import Environment, Health, LinkStatus, VccAccount, utcnow
 log = logging.getLogger(__name__)
 
 LOGIN_TTL = timedelta(minutes=10)
+# /vcc status promises an answer within seconds: a slow Salesforce is "could not check".
+CHECK_TIMEOUT_SECONDS = 6.0
 MAX_ACCOUNTS_PER_API_USER = 5
 DEFAULT_ACCOUNT = "default"
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -450,8 +453,11 @@ class LinkService:
         new_token: str | None = None
         try:
             token = self._cipher.decrypt(stored)
-            grant = await self._sf.refresh(host, token)
-            identity = await self._sf.identity(grant)
+            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+                grant = await self._sf.refresh(host, token)
+                identity = await self._sf.identity(grant)
+        except TimeoutError:
+            return HealthCheck(view, Health.UNKNOWN, "Salesforce did not answer in time.")
         except UndecryptableToken:
             health, reason = Health.BROKEN, "The stored token cannot be decrypted; relink."
         except SalesforceUnavailable:

@@ -96,6 +96,18 @@ def test_salesforce_down_is_could_not_check_not_broken(
     assert notices(slack, "is broken") == []
 
 
+def test_a_slow_salesforce_is_could_not_check_within_seconds(
+    slack_client, browser, bot, salesforce, database_url
+):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("about timing, not storage: once is enough")
+    assert link(slack_client, browser, "acme").status_code == 200
+    salesforce.production.delay = 30
+    body = text_of(slack_client.replies(slack_client.command("status acme"), 2, timeout=15)[-1])
+    assert "did not answer in time" in body
+    salesforce.production.delay = 0
+
+
 def test_a_sandbox_link_is_checked_at_the_sandbox_host(slack_client, browser, bot, salesforce):
     assert link(slack_client, browser, "uat", environment="sandbox").status_code == 200
     before = len(salesforce.production.requests)

@@ -56,6 +56,8 @@ class FakeSlack(FakeServer):
         self.bot_token = bot_token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
+        self.app_token = "xapp-1-A0VCC-test"
+        self.socket_mode_url = ""  # what apps.connections.open hands out
         self.users: dict[str, dict[str, Any]] = {}  # users.info payloads; tests may edit them
         self.not_in_channel: set[str] = set()
         self.archived: set[str] = set()
@@ -75,6 +77,7 @@ class FakeSlack(FakeServer):
             "chat.postEphemeral": self._post_ephemeral,
             "chat.update": self._update,
             "views.publish": self._views_publish,
+            "apps.connections.open": lambda p: _err("not_allowed_token_type"),
         }
 
     @property
@@ -173,6 +176,11 @@ class FakeSlack(FakeServer):
         token = token.strip() if scheme.lower() == "bearer" else str(params.get("token") or "")
         if not token:
             return self._answer(_err("not_authed"))
+        if method == "apps.connections.open":
+            # The one method that takes the app-level token instead of the bot token.
+            if token != self.app_token:
+                return self._answer(_err("invalid_auth"))
+            return self._answer({"ok": True, "url": self.socket_mode_url})
         if token != self.bot_token:
             return self._answer(_err("invalid_auth"))
         injected = self._take_injected(method)

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+SLACK_TOKEN = re.compile(r"^(xoxb|xapp)-[0-9A-Za-z-]{6,}$")
 
 
 class SettingsError(Exception):
@@ -43,7 +44,7 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
-    salesforce_client_id: str = Field(min_length=1)
+    salesforce_client_id: str
     salesforce_client_secret: SecretStr
     salesforce_production_url: str = "https://login.salesforce.com"
     salesforce_sandbox_url: str = "https://test.salesforce.com"
@@ -58,21 +59,24 @@ class Settings(BaseSettings):
     @field_validator("slack_bot_token")
     @classmethod
     def _bot_token(cls, v: SecretStr) -> SecretStr:
-        if not v.get_secret_value().startswith("xoxb-"):
-            raise ValueError("must be a bot token starting with xoxb-")
+        value = v.get_secret_value()
+        if not value.startswith("xoxb-") or not SLACK_TOKEN.match(value):
+            raise ValueError("must be a bot token (xoxb-…) from the app's OAuth & Permissions page")
         return v
 
     @field_validator("slack_app_token")
     @classmethod
     def _app_token(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and v.get_secret_value() and not v.get_secret_value().startswith("xapp-"):
-            raise ValueError("must be an app-level token starting with xapp-")
-        return v or None
+        value = v.get_secret_value() if v is not None else ""
+        if value and (not value.startswith("xapp-") or not SLACK_TOKEN.match(value)):
+            raise ValueError("must be an app-level token (xapp-…) with connections:write")
+        return v if value else None
 
-    @field_validator("slack_signing_secret", "salesforce_client_secret")
+    @field_validator("slack_signing_secret", "salesforce_client_secret", "salesforce_client_id")
     @classmethod
-    def _not_empty(cls, v: SecretStr) -> SecretStr:
-        if not v.get_secret_value().strip():
+    def _not_empty(cls, v: SecretStr | str) -> SecretStr | str:
+        value = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if not value.strip():
             raise ValueError("must not be empty")
         return v
 

@@ -82,7 +82,15 @@ def build(settings: Settings, *, socket_mode: bool = False) -> Runtime:
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # These log full request URLs (and, at DEBUG, bodies): keep them quiet.
-    for noisy in ("httpx", "httpcore", "slack_sdk", "authlib", "uvicorn.access"):
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "httpx2",
+        "httpcore2",
+        "slack_sdk",
+        "authlib",
+        "uvicorn.access",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

@@ -136,10 +136,24 @@ class Settings(BaseSettings):
         return self.public_url.startswith("https://")
 
 
+class SocketModeSettings(Settings):
+    """Socket Mode also needs the app-level token; checked with everything else."""
+
+    slack_app_token: SecretStr  # type: ignore[assignment]
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _required(cls, v: SecretStr | None) -> SecretStr:
+        if v is None:
+            raise ValueError("must not be empty: socket mode needs an xapp- token")
+        return v
+
+
 def load_settings(*, socket_mode: bool = False, **overrides: object) -> Settings:
     """Build Settings, turning pydantic's report into one readable SettingsError."""
+    model = SocketModeSettings if socket_mode else Settings
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
+        return model(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -150,6 +164,3 @@ def load_settings(*, socket_mode: bool = False, **overrides: object) -> Settings
                 message = err["msg"].removeprefix("Value error, ")
                 problems.append(f"{name}: {message}")
         raise SettingsError(problems) from None
-    if socket_mode and settings.slack_app_token is None:
-        raise SettingsError(["SLACK_APP_TOKEN: missing (socket mode needs an xapp- token)"])
-    return settings

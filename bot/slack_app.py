@@ -9,6 +9,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import listeners
@@ -24,13 +25,23 @@ class Services:
     admins: AdminPolicy
 
 
+class _SkipTokenFromEnvironmentWarning(logging.Filter):
+    """bolt reads SLACK_BOT_TOKEN itself and warns that the client we pass wins; it should."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
 def create_app(*, client: AsyncWebClient, signing_secret: str, services: Services) -> AsyncApp:
+    bolt_logger = logging.getLogger("vcc.bolt")
+    if not bolt_logger.filters:
+        bolt_logger.addFilter(_SkipTokenFromEnvironmentWarning())
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
         # Ack first, work after: listeners keep running once Slack has its answer.
         process_before_response=False,
-        logger=logging.getLogger("vcc.bolt"),
+        logger=bolt_logger,
     )
 
     async def inject_services(context: AsyncBoltContext, next: Callable[[], Awaitable[Any]]) -> Any:

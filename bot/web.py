@@ -81,8 +81,9 @@ def error_page(error: LinkError) -> HTMLResponse:
 def slack_signature_ok(verifier: SignatureVerifier, request: Request, body: bytes) -> bool:
     timestamp = request.headers.get("x-slack-request-timestamp", "")
     signature = request.headers.get("x-slack-signature", "")
-    # slack_sdk raises on a timestamp that is not a number; answer 401, not 500.
-    if not timestamp.isdigit() or not signature:
+    # slack_sdk raises on a timestamp that is not a number (isdigit alone accepts "²");
+    # answer 401, not 500.
+    if not (timestamp.isascii() and timestamp.isdigit()) or not signature:
         return False
     return verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
 

@@ -201,6 +201,27 @@ def bot(settings: Settings) -> Iterator[RunningBot]:
 # ---- Slack's side: signed requests ----------------------------------------------------
 
 
+def command_fields(
+    fake: FakeSlack, text: str, *, user: str = ADMIN, channel: str = CHANNEL, team: str = TEAM
+) -> dict[str, str]:
+    """What Slack sends for `/vcc <text>` (form fields over HTTP, JSON in Socket Mode)."""
+    return {
+        "token": "verification-token-unused",
+        "team_id": team,
+        "team_domain": "acme",
+        "channel_id": channel,
+        "channel_name": "vcc-admins",
+        "user_id": user,
+        "user_name": "someone",
+        "command": "/vcc",
+        "text": text,
+        "api_app_id": "A0VCC",
+        "is_enterprise_install": "false",
+        "response_url": fake.new_response_url(),
+        "trigger_id": "123.456.abc",
+    }
+
+
 @dataclass
 class SlackClient:
     """Sends what Slack sends: slash commands and block actions, signed."""
@@ -224,27 +245,10 @@ class SlackClient:
         self, text: str, *, user: str = ADMIN, channel: str = CHANNEL, team: str = TEAM
     ) -> str:
         """Run `/vcc <text>`; returns the response_url the bot answers on."""
-        response_url = self.fake.new_response_url()
-        body = urlencode(
-            {
-                "token": "verification-token-unused",
-                "team_id": team,
-                "team_domain": "acme",
-                "channel_id": channel,
-                "channel_name": "vcc-admins",
-                "user_id": user,
-                "user_name": "someone",
-                "command": "/vcc",
-                "text": text,
-                "api_app_id": "A0VCC",
-                "is_enterprise_install": "false",
-                "response_url": response_url,
-                "trigger_id": "123.456.abc",
-            }
-        )
-        response = self.post(body)
+        fields = command_fields(self.fake, text, user=user, channel=channel, team=team)
+        response = self.post(urlencode(fields))
         assert response.status_code == 200, response.text
-        return response_url
+        return fields["response_url"]
 
     def click(
         self,

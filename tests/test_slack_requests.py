@@ -8,29 +8,13 @@ from urllib.parse import urlencode
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from tests.conftest import ADMIN, CHANNEL, SIGNING_SECRET, TEAM, SlackClient, text_of
+from tests.conftest import SIGNING_SECRET, SlackClient, command_fields, text_of
 
 
 def command_body(slack, text: str) -> tuple[str, str]:
     """A `/vcc <text>` request body as Slack sends it, and its response_url."""
-    response_url = slack.new_response_url()
-    body = urlencode(
-        {
-            "token": "verification-token-unused",
-            "team_id": TEAM,
-            "team_domain": "acme",
-            "channel_id": CHANNEL,
-            "channel_name": "vcc-admins",
-            "user_id": ADMIN,
-            "user_name": "ada",
-            "command": "/vcc",
-            "text": text,
-            "api_app_id": "A0VCC",
-            "response_url": response_url,
-            "trigger_id": "123.456.abc",
-        }
-    )
-    return body, response_url
+    fields = command_fields(slack, text)
+    return urlencode(fields), fields["response_url"]
 
 
 def assert_help(message) -> None:

@@ -21,6 +21,7 @@ from tests.conftest import (
     SIGNING_SECRET,
     TEAM,
     buttons,
+    command_fields,
     text_of,
     wait_until,
 )
@@ -33,23 +34,6 @@ def gateway(slack):
     with FakeSocketModeGateway() as fake:
         slack.socket_mode_url = fake.url
         yield fake
-
-
-def command_payload(slack, text: str) -> dict:
-    return {
-        "token": "unused",
-        "team_id": TEAM,
-        "team_domain": "acme",
-        "channel_id": CHANNEL,
-        "channel_name": "vcc-admins",
-        "user_id": ADMIN,
-        "user_name": "ada",
-        "command": "/vcc",
-        "text": text,
-        "api_app_id": "A0VCC",
-        "response_url": slack.new_response_url(),
-        "trigger_id": "1.2.3",
-    }
 
 
 def click_payload(slack, action_id: str, value: str) -> dict:
@@ -91,7 +75,7 @@ def test_the_whole_link_flow_over_socket_mode(tmp_path, slack, salesforce, gatew
         gateway.wait(lambda: gateway.connections >= 1, timeout=30)
         wait_until(lambda: _healthy(public_port), 20, "the HTTP server")
 
-        command = command_payload(slack, "link acme")
+        command = command_fields(slack, "link acme")
         envelope = gateway.send("slash_commands", command)
         gateway.wait(lambda: envelope in gateway.acks)
         prompt = slack.wait_for(lambda: slack.responses(command["response_url"]))[0]

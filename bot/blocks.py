@@ -19,7 +19,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot import ids
-from bot.links import AccountView, HealthCheck, LinkError, LinkResult, LoginContext
+from bot.domain import AccountView, HealthCheck, LinkError, LinkResult, LoginContext
 from bot.messages import API_USER_NEEDS, LOGIN_ADVICE, describe
 from storage.models import Environment, Health, LinkStatus
 
@@ -272,6 +272,25 @@ def status(
     if view.health_checked_at and not checking:
         blocks.append(_context(f"Last checked {_when(view.health_checked_at)}"))
     return _message(f"VCC account {view.account_id}: Linked", blocks)
+
+
+def recovered_notice(view: AccountView) -> Message:
+    text = (
+        f":large_green_circle: The Salesforce link of VCC account *{_esc(view.account_id)}* "
+        f"works again (org `{_esc(view.org_id or '?')}`, API user "
+        f"{_esc(view.sf_username or '?')})."
+    )
+    return _message(f"Salesforce link of VCC account {view.account_id} recovered", [_section(text)])
+
+
+def sixth_approval_dm(refused_account: str, revoked: list[AccountView]) -> Message:
+    names = ", ".join(f"*{_esc(v.account_id)}*" for v in revoked)
+    text = (
+        f":warning: Linking *{_esc(refused_account)}* was refused, but Salesforce still "
+        f"counted the approval and revoked the oldest link of that API user: VCC account "
+        f"{names} no longer works. Relink it with another API user (`/vcc link ACCOUNT`)."
+    )
+    return _message("A sixth approval revoked an existing link", [_section(text)])
 
 
 def broken_notice(view: AccountView) -> Message:

@@ -1,7 +1,8 @@
 """The core: start, complete, check and remove links between VCC accounts and Salesforce.
 
 No Slack, HTTP-framework or web code here. People are told what happened through the
-Notifier interface; failures are domain exceptions that the edges turn into words.
+Notifier interface; failures are domain exceptions (bot.domain) that the edges turn into
+words. Every change to a link is written to the audit trail in the same transaction.
 """
 
 from __future__ import annotations
@@ -13,15 +14,31 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from functools import partial
 
 from sqlmodel import Session
 
 from bot.crypto import TokenCipher, UndecryptableToken
+from bot.domain import (
+    AccountView,
+    ApiUserLimit,
+    AuditEntry,
+    ForgedResponse,
+    HealthCheck,
+    LinkChanged,
+    LinkError,
+    LinkResult,
+    LoginCancelled,
+    LoginContext,
+    LoginLinkProblem,
+    MissingPermissions,
+    Notifier,
+    NotLinked,
+    SalesforceDown,
+    SalesforceLoginFailed,
+)
 from bot.salesforce import (
-    Permissions,
     SalesforceClient,
     SalesforceRejected,
     SalesforceUnavailable,
@@ -30,166 +47,18 @@ from bot.salesforce import (
 )
 from storage import repository as repo
 from storage.db import Database
-from storage.models import Environment, Health, LinkStatus, VccAccount, utcnow
+from storage.models import AuditKind, Environment, Health, LinkStatus, VccAccount, utcnow
 
 log = logging.getLogger(__name__)
 
 LOGIN_TTL = timedelta(minutes=10)
 # /vcc status promises an answer within seconds: a slow Salesforce is "could not check".
 CHECK_TIMEOUT_SECONDS = 6.0
-MAX_ACCOUNTS_PER_API_USER = 5
-DEFAULT_ACCOUNT = "default"
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# A token between exchange and commit for longer than this was left by a dead process.
+PENDING_GRACE = timedelta(minutes=5)
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 
-
-# ---- domain errors -------------------------------------------------------------------
-
-
-class LinkError(Exception):
-    """A failure the person acting should hear about in plain words."""
-
-
-class InvalidAccountId(LinkError):
-    def __init__(self, value: str) -> None:
-        super().__init__(value)
-        self.value = value
-
-
-class LoginLinkProblem(LinkError):
-    """The login link or OAuth state is unknown, expired, used or from another browser."""
-
-    def __init__(self, problem: repo.AttemptProblem) -> None:
-        super().__init__(problem.value)
-        self.problem = problem
-
-
-class LoginCancelled(LinkError):
-    """The admin clicked Deny on Salesforce's approval page."""
-
-
-class SalesforceLoginFailed(LinkError):
-    """Salesforce refused the login or the code exchange."""
-
-    def __init__(self, error: str, description: str = "") -> None:
-        super().__init__(error)
-        self.error = error
-        self.description = description
-
-
-class SalesforceDown(LinkError):
-    """Salesforce could not be reached or answered 5xx; nothing changed."""
-
-
-class ForgedResponse(LinkError):
-    """The token response's signature did not match the connected app's secret."""
-
-
-class MissingPermissions(LinkError):
-    def __init__(self, username: str, missing: list[str]) -> None:
-        super().__init__(", ".join(missing))
-        self.username = username
-        self.missing = missing
-
-
-class ApiUserLimit(LinkError):
-    def __init__(self, username: str, linked_here: list[str], count: int) -> None:
-        super().__init__(username)
-        self.username = username
-        self.linked_here = linked_here
-        self.count = count
-
-
-class LinkChanged(LinkError):
-    """The link was replaced while this action ran; nothing of the new link was touched."""
-
-
-class NotLinked(LinkError):
-    def __init__(self, account_id: str) -> None:
-        super().__init__(account_id)
-        self.account_id = account_id
-
-
-# ---- data handed to the edges (never a secret) --------------------------------------
-
-
-@dataclass(frozen=True)
-class LoginContext:
-    team_id: str
-    user_id: str
-    account_id: str
-    environment: Environment
-    channel_id: str
-
-
-@dataclass(frozen=True)
-class AccountView:
-    team_id: str
-    account_id: str
-    status: LinkStatus
-    environment: Environment | None = None
-    org_id: str | None = None
-    sf_user_id: str | None = None
-    sf_username: str | None = None
-    instance_url: str | None = None
-    linked_by: str | None = None
-    linked_at: datetime | None = None
-    notify_channel: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    health: Health = Health.UNKNOWN
-    health_reason: str | None = None
-    health_checked_at: datetime | None = None
-
-    @classmethod
-    def of(cls, account: VccAccount | None, *, team_id: str, account_id: str) -> AccountView:
-        if account is None:
-            return cls(team_id=team_id, account_id=account_id, status=LinkStatus.UNLINKED)
-        return cls(
-            team_id=account.team_id,
-            account_id=account.account_id,
-            status=LinkStatus(account.status),
-            environment=Environment(account.environment) if account.environment else None,
-            org_id=account.org_id,
-            sf_user_id=account.sf_user_id,
-            sf_username=account.sf_username,
-            instance_url=account.instance_url,
-            linked_by=account.linked_by,
-            linked_at=account.linked_at,
-            notify_channel=account.notify_channel,
-            warnings=json.loads(account.permission_warnings or "[]"),
-            health=Health(account.health),
-            health_reason=account.health_reason,
-            health_checked_at=account.health_checked_at,
-        )
-
-
-@dataclass(frozen=True)
-class LinkResult:
-    account: AccountView
-    relinked: bool
-    unchecked: list[str]
-
-
-@dataclass(frozen=True)
-class HealthCheck:
-    account: AccountView
-    health: Health  # UNKNOWN here means "could not check"
-    reason: str | None
-
-
-class Notifier(Protocol):
-    async def login_link(self, ctx: LoginContext, url: str, expires_in: timedelta) -> None: ...
-    async def linked(self, ctx: LoginContext, result: LinkResult) -> None: ...
-    async def link_failed(self, ctx: LoginContext, error: LinkError) -> None: ...
-    async def unlinked(self, account: AccountView, by_user: str) -> None: ...
-    async def broken(self, account: AccountView) -> None: ...
-
-
-def parse_account_id(value: str | None) -> str:
-    value = (value or "").strip() or DEFAULT_ACCOUNT
-    if not ACCOUNT_ID.match(value):
-        raise InvalidAccountId(value)
-    return value
+MONITOR = "monitor"  # the actor of checks nobody asked for
 
 
 def _hash(secret: str) -> str:
@@ -215,6 +84,43 @@ def broken_reason(exc: SalesforceRejected) -> str:
     return f"Salesforce refused the link ({exc.error}{detail})."
 
 
+def refusal_reason(error: LinkError) -> str:
+    """A short, plain reason for the audit trail."""
+    match error:
+        case MissingPermissions(missing=missing):
+            return "missing required permissions: " + ", ".join(missing)
+        case ApiUserLimit(username=username, count=count):
+            return f"API user {username} already linked to {count} VCC accounts"
+        case SalesforceLoginFailed(error=code, description=description):
+            return f"Salesforce refused: {code}" + (f" ({description})" if description else "")
+        case SalesforceDown():
+            return "Salesforce unavailable"
+        case ForgedResponse():
+            return "token response signature did not match"
+        case LoginLinkProblem(problem=problem):
+            return f"login link {problem.value}"
+    return type(error).__name__
+
+
+def transition(before: Health | None, after: Health) -> AuditKind | None:
+    """The change worth recording and announcing: once per change, never for the same state."""
+    if before is None or before == after:
+        return None
+    if after == Health.BROKEN:
+        return AuditKind.BROKEN
+    if after == Health.HEALTHY and before == Health.BROKEN:
+        return AuditKind.RECOVERED
+    return None
+
+
+def sixth_approval_reason(username: str, account_id: str) -> str:
+    return (
+        f"Salesforce revoked this link because the API user {username} approved a sixth "
+        f"connection (while linking VCC account {account_id}); Salesforce keeps at most five "
+        "per user. Relink this account with another API user."
+    )
+
+
 class LinkService:
     """Start, complete, check and remove links; the one owner of the link rules."""
 
@@ -228,6 +134,7 @@ class LinkService:
         login_hosts: dict[Environment, str],
         public_url: str,
         clock: Callable[[], datetime] = utcnow,
+        check_timeout: float = CHECK_TIMEOUT_SECONDS,
     ) -> None:
         self._db = db
         self._cipher = cipher
@@ -236,6 +143,12 @@ class LinkService:
         self._hosts = login_hosts
         self._public_url = public_url
         self._now = clock
+        self._check_timeout = check_timeout
+
+    def _host(self, environment: str | None, login_host: str | None) -> str:
+        if login_host:
+            return login_host
+        return self._hosts[Environment(environment or Environment.PRODUCTION)]
 
     # -- reading -------------------------------------------------------------------
 
@@ -245,25 +158,55 @@ class LinkService:
         )
         return AccountView.of(row, team_id=team_id, account_id=account_id)
 
+    async def history(self, team_id: str, account_id: str, limit: int = 10) -> list[AuditEntry]:
+        rows = await self._db.run(
+            lambda s: repo.recent_events(s, team_id=team_id, account_id=account_id, limit=limit)
+        )
+        return [
+            AuditEntry(
+                event=r.event,
+                actor=r.actor,
+                at=r.created_at,
+                team_id=r.team_id,
+                account_id=r.account_id,
+                org_id=r.org_id,
+                sf_username=r.sf_username,
+                detail=r.detail,
+            )
+            for r in rows
+        ]
+
     # -- linking -------------------------------------------------------------------
 
     async def start_login(self, ctx: LoginContext) -> str:
         """Create a login link for the admin and send it to them."""
         link_token = secrets.token_urlsafe(32)
         now = self._now()
-        await self._db.run(
-            lambda s: repo.create_login_attempt(
-                s,
+
+        def create(session: Session) -> None:
+            repo.create_login_attempt(
+                session,
                 link_hash=_hash(link_token),
                 team_id=ctx.team_id,
                 slack_user_id=ctx.user_id,
                 account_id=ctx.account_id,
                 environment=ctx.environment.value,
+                login_host=ctx.login_host,
                 channel_id=ctx.channel_id,
                 now=now,
                 expires_at=now + LOGIN_TTL,
             )
-        )
+            repo.add_event(
+                session,
+                team_id=ctx.team_id,
+                account_id=ctx.account_id,
+                event=AuditKind.LINK_STARTED,
+                actor=ctx.user_id,
+                now=now,
+                detail=self._host(ctx.environment, ctx.login_host),
+            )
+
+        await self._db.run(create)
         url = f"{self._public_url}/salesforce/login/{link_token}"
         await self._notifier.login_link(ctx, url, LOGIN_TTL)
         return url
@@ -289,7 +232,7 @@ class LinkService:
         )
         if isinstance(bound, repo.AttemptProblem):
             raise LoginLinkProblem(bound)
-        host = self._hosts[Environment(bound.environment)]
+        host = self._host(bound.environment, bound.login_host)
         return self._sf.authorize_url(host, state=state, code_verifier=verifier), browser_secret
 
     async def complete(
@@ -319,14 +262,32 @@ class LinkService:
             account_id=attempt.account_id,
             environment=Environment(attempt.environment),
             channel_id=attempt.channel_id,
+            login_host=attempt.login_host,
         )
         try:
             return await self._finish(
                 ctx, attempt.code_verifier_encrypted, code, error, error_description
             )
         except LinkError as exc:
-            await self._notifier.link_failed(ctx, exc)
+            await self._failed(ctx, exc)
             raise
+
+    async def _failed(self, ctx: LoginContext, error: LinkError) -> None:
+        kind = AuditKind.LINK_CANCELLED if isinstance(error, LoginCancelled) else None
+        await self._db.run(
+            lambda s: repo.add_event(
+                s,
+                team_id=ctx.team_id,
+                account_id=ctx.account_id,
+                event=kind or AuditKind.LINK_REFUSED,
+                actor=ctx.user_id,
+                now=self._now(),
+                detail=None if kind else refusal_reason(error),
+            )
+        )
+        await self._notifier.link_failed(ctx, error)
+        if isinstance(error, ApiUserLimit):
+            await self._after_sixth_approval(ctx, error)
 
     async def _finish(
         self,
@@ -342,7 +303,7 @@ class LinkService:
             raise SalesforceLoginFailed(error or "invalid_request", error_description or "")
         if verifier_encrypted is None:
             raise LoginLinkProblem(repo.AttemptProblem.UNKNOWN)
-        host = self._hosts[ctx.environment]
+        host = self._host(ctx.environment, ctx.login_host)
         try:
             verifier = self._cipher.decrypt(verifier_encrypted)
             grant = await self._sf.exchange_code(host, code=code, code_verifier=verifier)
@@ -353,19 +314,36 @@ class LinkService:
         except SalesforceUnavailable:
             raise SalesforceDown() from None
         except SignatureMismatch as exc:
+            # The tokens may still work even if the answer is not trusted: kill them.
             for token in exc.tokens:
                 await self._revoke_quietly(host, token)
             raise ForgedResponse() from None
+        # From here until the link is committed (or the token revoked) the token is
+        # recorded as pending, so a crash in between cannot leave it live forever.
+        live_token = grant.refresh_token or grant.access_token
+        pending_id = await self._db.run(
+            lambda s: repo.add_pending_token(
+                s,
+                login_host=host,
+                token_encrypted=self._cipher.encrypt(live_token),
+                team_id=ctx.team_id,
+                account_id=ctx.account_id,
+                now=self._now(),
+            )
+        )
         try:
-            return await self._record(ctx, host, grant)
+            return await self._record(ctx, host, grant, pending_id)
         except LinkError:
-            await self._revoke_quietly(host, grant.refresh_token or grant.access_token)
+            if await self._revoke_quietly(host, live_token):
+                await self._db.run(lambda s: repo.delete_pending_token(s, pending_id=pending_id))
             raise
 
-    async def _record(self, ctx: LoginContext, host: str, grant: TokenGrant) -> LinkResult:
+    async def _record(
+        self, ctx: LoginContext, host: str, grant: TokenGrant, pending_id: int
+    ) -> LinkResult:
         try:
             identity = await self._sf.identity(grant)
-            permissions: Permissions = await self._sf.permissions(grant)
+            permissions = await self._sf.permissions(grant)
         except SalesforceUnavailable:
             raise SalesforceDown() from None
         except SalesforceRejected as exc:
@@ -394,35 +372,72 @@ class LinkService:
         )
         now = self._now()
 
-        def save(session: Session) -> tuple[tuple[str, str | None] | None, VccAccount | None]:
-            previous = repo.save_link(
+        def save(
+            session: Session,
+        ) -> tuple[tuple[str, str | None] | None, Health, VccAccount | None]:
+            previous, health_before = repo.save_link(
                 session,
                 team_id=ctx.team_id,
                 account_id=ctx.account_id,
                 details=details,
                 now=now,
-                max_accounts_per_user=MAX_ACCOUNTS_PER_API_USER,
             )
-            return previous, repo.get_account(
-                session, team_id=ctx.team_id, account_id=ctx.account_id
-            )
+            repo.delete_pending_token(session, pending_id=pending_id)
+
+            def audit(event: AuditKind, detail: str | None = None) -> None:
+                repo.add_event(
+                    session,
+                    team_id=ctx.team_id,
+                    account_id=ctx.account_id,
+                    event=event,
+                    actor=ctx.user_id,
+                    now=now,
+                    org_id=identity.org_id,
+                    sf_username=identity.username,
+                    detail=detail,
+                )
+
+            audit(AuditKind.LINK_COMPLETED, ("relinked at " if previous else "linked at ") + host)
+            if health_before == Health.BROKEN:
+                audit(AuditKind.RECOVERED, "relinked")
+            row = repo.get_account(session, team_id=ctx.team_id, account_id=ctx.account_id)
+            return previous, health_before, row
 
         try:
-            previous, row = await self._db.run(save)
+            previous, health_before, row = await self._db.run(save)
         except repo.ApiUserFull as full:
             here = [account for team, account in full.linked if team == ctx.team_id]
-            raise ApiUserLimit(identity.username, here, len(full.linked)) from None
+            raise ApiUserLimit(
+                identity.username, here, len(full.linked), identity.org_id, identity.user_id
+            ) from None
         if previous is not None:
             # The new link is stored; only now is the old token given up, at its own host.
             old_token, old_host = previous
             await self._revoke_stored(old_token, old_host or host)
+        view = AccountView.of(row, team_id=ctx.team_id, account_id=ctx.account_id)
         result = LinkResult(
-            account=AccountView.of(row, team_id=ctx.team_id, account_id=ctx.account_id),
-            relinked=previous is not None,
-            unchecked=permissions.unchecked_labels(),
+            account=view, relinked=previous is not None, unchecked=permissions.unchecked_labels()
         )
         await self._notifier.linked(ctx, result)
+        if health_before == Health.BROKEN:
+            await self._notifier.recovered(view)
         return result
+
+    async def _after_sixth_approval(self, ctx: LoginContext, error: ApiUserLimit) -> None:
+        """A refused sixth link was still a sixth approval: find the link it cost."""
+        accounts = await self._db.run(
+            lambda s: repo.accounts_for_api_user(s, org_id=error.org_id, sf_user_id=error.user_id)
+        )
+        reason = sixth_approval_reason(error.username, ctx.account_id)
+        revoked = []
+        for account in accounts:
+            check = await self.check(
+                account.team_id, account.account_id, actor=ctx.user_id, revoked_reason=reason
+            )
+            if check.health == Health.BROKEN:
+                revoked.append(check.account)
+        if revoked:
+            await self._notifier.revoked_by_sixth_approval(ctx, revoked)
 
     async def _revoke_stored(self, token_encrypted: str, host: str) -> None:
         try:
@@ -432,16 +447,49 @@ class LinkService:
             return
         await self._revoke_quietly(host, token)
 
-    async def _revoke_quietly(self, host: str, token: str) -> None:
+    async def _revoke_quietly(self, host: str, token: str) -> bool:
+        """Revoke if Salesforce answers; True when the token is certainly dead."""
         try:
             await self._sf.revoke(host, token)
         except (SalesforceUnavailable, SalesforceRejected) as exc:
             log.warning("could not revoke a Salesforce token: %s", type(exc).__name__)
+            return False
+        return True
+
+    async def revoke_stale_pending(self) -> int:
+        """Revoke tokens a dead process left between exchange and commit; returns how many."""
+        cutoff = self._now() - PENDING_GRACE
+        stale = await self._db.run(lambda s: repo.stale_pending_tokens(s, created_before=cutoff))
+        revoked = 0
+        for pending in stale:
+            try:
+                token = self._cipher.decrypt(pending.token_encrypted)
+            except UndecryptableToken:
+                log.warning("a pending token cannot be decrypted; it cannot be revoked")
+                token = None
+            if token is not None and not await self._revoke_quietly(pending.login_host, token):
+                continue  # Salesforce did not answer: try again next time
+            assert pending.id is not None
+            await self._db.run(partial(repo.delete_pending_token, pending_id=pending.id))
+            revoked += token is not None
+        if stale:
+            log.info("revoked %d token(s) left pending by an interrupted link", revoked)
+        return revoked
 
     # -- checking ------------------------------------------------------------------
 
-    async def check(self, team_id: str, account_id: str) -> HealthCheck:
-        """Refresh an access token and read the identity: is the link alive?"""
+    async def check(
+        self,
+        team_id: str,
+        account_id: str,
+        *,
+        actor: str = MONITOR,
+        revoked_reason: str | None = None,
+    ) -> HealthCheck:
+        """Refresh a token, read the identity and permissions: is the link alive?
+
+        `revoked_reason` explains an invalid_grant when the caller knows its cause.
+        """
         row = await self._db.run(
             lambda s: repo.get_account(s, team_id=team_id, account_id=account_id)
         )
@@ -449,13 +497,15 @@ class LinkService:
         if row is None or view.status != LinkStatus.LINKED or not row.refresh_token_encrypted:
             return HealthCheck(view, Health.UNKNOWN, None)
         stored = row.refresh_token_encrypted
-        host = row.login_host or self._hosts[Environment(row.environment or "production")]
+        host = self._host(row.environment, row.login_host)
         new_token: str | None = None
+        warnings: list[str] | None = None
         try:
             token = self._cipher.decrypt(stored)
-            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            async with asyncio.timeout(self._check_timeout):
                 grant = await self._sf.refresh(host, token)
                 identity = await self._sf.identity(grant)
+                permissions = await self._sf.permissions(grant)
         except TimeoutError:
             return HealthCheck(view, Health.UNKNOWN, "Salesforce did not answer in time.")
         except UndecryptableToken:
@@ -471,18 +521,41 @@ class LinkService:
                     "(SALESFORCE_CLIENT_ID / SALESFORCE_CLIENT_SECRET).",
                 )
             health, reason = Health.BROKEN, broken_reason(exc)
+            if exc.error == "invalid_grant" and revoked_reason:
+                reason = revoked_reason
         except SignatureMismatch:
             return HealthCheck(view, Health.UNKNOWN, "Salesforce's answer could not be verified.")
         else:
+            missing = permissions.missing_required()
+            warnings = permissions.missing_recommended()
             if not identity.active:
                 health, reason = Health.BROKEN, "The Salesforce API user is inactive."
             elif (identity.org_id, identity.user_id) != (row.org_id, row.sf_user_id):
                 health, reason = Health.BROKEN, "The token belongs to another Salesforce user."
+            elif missing:
+                health = Health.BROKEN
+                reason = "The API user lost required permissions: " + ", ".join(missing) + "."
             else:
                 health, reason = Health.HEALTHY, None
             if grant.refresh_token and grant.refresh_token != token:
-                new_token = self._cipher.encrypt(grant.refresh_token)
+                new_token = self._cipher.encrypt(grant.refresh_token)  # rotation is on
+        return await self._record_health(
+            row, stored, health, reason, actor=actor, new_token=new_token, warnings=warnings
+        )
+
+    async def _record_health(
+        self,
+        row: VccAccount,
+        stored: str,
+        health: Health,
+        reason: str | None,
+        *,
+        actor: str,
+        new_token: str | None = None,
+        warnings: list[str] | None = None,
+    ) -> HealthCheck:
         now = self._now()
+        team_id, account_id = row.team_id, row.account_id
 
         def save(session: Session) -> tuple[Health | None, VccAccount | None]:
             before = repo.record_health(
@@ -494,17 +567,44 @@ class LinkService:
                 reason=reason,
                 now=now,
                 new_token_encrypted=new_token,
+                permission_warnings=None if warnings is None else json.dumps(warnings),
             )
+            change = transition(before, health)
+            if change is not None:
+                repo.add_event(
+                    session,
+                    team_id=team_id,
+                    account_id=account_id,
+                    event=change,
+                    actor=actor,
+                    now=now,
+                    org_id=row.org_id,
+                    sf_username=row.sf_username,
+                    detail=reason,
+                )
             return before, repo.get_account(session, team_id=team_id, account_id=account_id)
 
-        before, row = await self._db.run(save)
-        view = AccountView.of(row, team_id=team_id, account_id=account_id)
+        before, fresh = await self._db.run(save)
+        view = AccountView.of(fresh, team_id=team_id, account_id=account_id)
         if before is None:
             # Relinked or unlinked while we checked: this result is about an old token.
             return HealthCheck(view, view.health, view.health_reason)
-        if health == Health.BROKEN and before != Health.BROKEN:
+        change = transition(before, health)
+        if change == AuditKind.BROKEN:
             await self._notifier.broken(view)
+        elif change == AuditKind.RECOVERED:
+            await self._notifier.recovered(view)
         return HealthCheck(view, health, reason)
+
+    async def mark_broken(self, team_id: str, account_id: str, reason: str, actor: str) -> None:
+        """Record a link as broken for a reason found outside a live check (e.g. no key)."""
+        row = await self._db.run(
+            lambda s: repo.get_account(s, team_id=team_id, account_id=account_id)
+        )
+        if row is not None and row.refresh_token_encrypted:
+            await self._record_health(
+                row, row.refresh_token_encrypted, Health.BROKEN, reason, actor=actor
+            )
 
     # -- unlinking -----------------------------------------------------------------
 
@@ -517,7 +617,7 @@ class LinkService:
             raise NotLinked(account_id)
         stored = row.refresh_token_encrypted
         if stored is not None:
-            host = row.login_host or self._hosts[Environment(row.environment or "production")]
+            host = self._host(row.environment, row.login_host)
             try:
                 await self._sf.revoke(host, self._cipher.decrypt(stored))
             except UndecryptableToken:
@@ -527,11 +627,25 @@ class LinkService:
             except SalesforceRejected as exc:
                 log.warning("Salesforce refused to revoke (%s); unlinking anyway", exc.error)
         now = self._now()
-        cleared = await self._db.run(
-            lambda s: repo.mark_unlinked(
-                s, team_id=team_id, account_id=account_id, expected_token=stored, now=now
+
+        def clear(session: Session) -> VccAccount | None:
+            cleared = repo.mark_unlinked(
+                session, team_id=team_id, account_id=account_id, expected_token=stored, now=now
             )
-        )
+            if cleared is not None:
+                repo.add_event(
+                    session,
+                    team_id=team_id,
+                    account_id=account_id,
+                    event=AuditKind.UNLINKED,
+                    actor=user_id,
+                    now=now,
+                    org_id=row.org_id,
+                    sf_username=row.sf_username,
+                )
+            return cleared
+
+        cleared = await self._db.run(clear)
         if cleared is None:
             raise LinkChanged()
         view = AccountView.of(row, team_id=team_id, account_id=account_id)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from bot.links import (
+from bot.domain import (
     ApiUserLimit,
     ForgedResponse,
     InvalidAccountId,
+    InvalidMyDomain,
     LinkChanged,
     LinkError,
     LoginCancelled,
@@ -81,7 +82,9 @@ def describe(error: LinkError) -> tuple[str, str]:
                 f"The Salesforce user {username} is already linked to {count} VCC "
                 f"accounts{listed}; one API user may serve at most five, because Salesforce "
                 "keeps at most five approvals per user and app. Nothing was linked. Create "
-                "another API user for this account and link with that one."
+                "another API user for this account and link with that one. Your approval "
+                "still counted at Salesforce, which may have revoked that user's oldest link "
+                "in return: I am checking its links now and will tell you."
             )
         case NotLinked(account_id=account_id):
             return "Not linked", f"VCC account {account_id} is not linked; nothing to unlink."
@@ -89,6 +92,12 @@ def describe(error: LinkError) -> tuple[str, str]:
             return "The link changed meanwhile", (
                 "Someone relinked this account while you acted; nothing of the new link "
                 "was touched. Run /vcc status to see where it stands."
+            )
+        case InvalidMyDomain(value=value):
+            return "Not a My Domain host", (
+                f"{value!r} is not a Salesforce My Domain login host. Use your org's "
+                "NAME.my.salesforce.com, or NAME--SANDBOX.sandbox.my.salesforce.com for a "
+                "sandbox (Setup → My Domain shows it)."
             )
         case InvalidAccountId(value=value):
             return "Not a VCC account id", (

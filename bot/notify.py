@@ -9,7 +9,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
-from bot.links import AccountView, LinkError, LinkResult, LoginContext
+from bot.domain import AccountView, LinkError, LinkResult, LoginContext
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +64,11 @@ class SlackNotifier:
 
     async def broken(self, account: AccountView) -> None:
         await self._notice(account.notify_channel, blocks.broken_notice(account))
+
+    async def recovered(self, account: AccountView) -> None:
+        await self._notice(account.notify_channel, blocks.recovered_notice(account))
+
+    async def revoked_by_sixth_approval(
+        self, ctx: LoginContext, accounts: list[AccountView]
+    ) -> None:
+        await self._dm_quietly(ctx.user_id, blocks.sixth_approval_dm(ctx.account_id, accounts))

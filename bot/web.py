@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bot.links import LinkError, LinkService, LoginLinkProblem
+from bot.domain import LinkError, LoginLinkProblem
+from bot.links import LinkService
 from bot.messages import describe
 from storage.db import Database
 from storage.repository import AttemptProblem

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, DateTime, Dialect, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -52,10 +61,25 @@ class Health(StrEnum):
 class Environment(StrEnum):
     PRODUCTION = "production"
     SANDBOX = "sandbox"
+    CUSTOM = "custom"  # the org's My Domain host, for orgs that block the generic hosts
 
     @property
     def label(self) -> str:
-        return self.value.capitalize()
+        return "Custom domain" if self is Environment.CUSTOM else self.value.capitalize()
+
+
+MAX_ACCOUNTS_PER_API_USER = 5
+
+
+class AuditKind(StrEnum):
+    LINK_STARTED = "link_started"
+    LINK_COMPLETED = "link_completed"
+    LINK_REFUSED = "link_refused"
+    LINK_CANCELLED = "link_cancelled"
+    UNLINKED = "unlinked"
+    BROKEN = "broken"
+    RECOVERED = "recovered"
+    LEGACY_IMPORTED = "legacy_imported"
 
 
 class VccAccount(SQLModel, table=True):
@@ -64,8 +88,14 @@ class VccAccount(SQLModel, table=True):
     __tablename__ = "vcc_account"
     __table_args__ = (
         UniqueConstraint("team_id", "account_id", name="uq_vcc_account_team"),
-        # The five-accounts-per-API-user rule counts by this pair.
+        # The five-accounts-per-API-user rule, held by the database itself: each linked
+        # account occupies one of its API user's five slots.
+        UniqueConstraint("org_id", "sf_user_id", "api_user_slot", name="uq_vcc_account_slot"),
+        CheckConstraint(
+            f"api_user_slot BETWEEN 1 AND {MAX_ACCOUNTS_PER_API_USER}", name="ck_vcc_account_slot"
+        ),
         Index("ix_vcc_account_api_user", "org_id", "sf_user_id"),
+        Index("ix_vcc_account_next_check", "status", "next_check_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -79,6 +109,7 @@ class VccAccount(SQLModel, table=True):
     org_id: str | None = Field(default=None, max_length=18)
     sf_user_id: str | None = Field(default=None, max_length=18)
     sf_username: str | None = Field(default=None, max_length=255)
+    api_user_slot: int | None = Field(default=None)
     refresh_token_encrypted: str | None = Field(default=None, sa_column=Column(Text))
     permission_warnings: str | None = Field(default=None, sa_column=Column(Text))
     linked_by: str | None = Field(default=None, max_length=32)
@@ -87,7 +118,53 @@ class VccAccount(SQLModel, table=True):
     health: str = Field(default=Health.UNKNOWN, max_length=16)
     health_reason: str | None = Field(default=None, sa_column=Column(Text))
     health_checked_at: datetime | None = Field(default=None, sa_column=_ts())
+    # The health monitor's claim: a replica that moves this forward owns the next check.
+    next_check_at: datetime | None = Field(default=None, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+
+
+class ApiUser(SQLModel, table=True):
+    """One Salesforce API user (org id + user id): the row linkers lock to take a slot."""
+
+    __tablename__ = "salesforce_api_user"
+
+    org_id: str = Field(max_length=18, primary_key=True)
+    sf_user_id: str = Field(max_length=18, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+
+
+class PendingToken(SQLModel, table=True):
+    """A refresh token between the code exchange and the commit of its link.
+
+    If the process dies in between, the next start revokes it, so no token stays live at
+    Salesforce without the bot knowing it.
+    """
+
+    __tablename__ = "pending_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    login_host: str = Field(max_length=255)
+    token_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    team_id: str = Field(max_length=32)
+    account_id: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+
+
+class AuditEvent(SQLModel, table=True):
+    """What happened to a link, who did it, and when."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_account", "team_id", "account_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=32)
+    account_id: str = Field(max_length=64)
+    event: str = Field(max_length=32)
+    actor: str = Field(max_length=32)  # a Slack user id, or "monitor" / "operator"
+    org_id: str | None = Field(default=None, max_length=18)
+    sf_username: str | None = Field(default=None, max_length=255)
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
 
 
 class LoginAttempt(SQLModel, table=True):
@@ -109,6 +186,7 @@ class LoginAttempt(SQLModel, table=True):
     slack_user_id: str = Field(max_length=32)
     account_id: str = Field(max_length=64)
     environment: str = Field(max_length=16)
+    login_host: str | None = Field(default=None, max_length=255)  # custom domains only
     channel_id: str = Field(max_length=32)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
     expires_at: datetime = Field(sa_column=_ts(nullable=False))

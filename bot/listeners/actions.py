@@ -11,7 +11,8 @@ from slack_sdk.errors import SlackApiError
 
 from bot import blocks, ids
 from bot.admins import AdminPolicy
-from bot.links import LinkService, LoginContext, parse_account_id
+from bot.domain import LoginContext, parse_account_id
+from bot.links import LinkService
 from bot.listeners.common import answering, reply, require_admin
 from storage.models import Environment
 

@@ -10,7 +10,8 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot import blocks
 from bot.admins import AdminPolicy
-from bot.links import LinkService, NotLinked, parse_account_id
+from bot.domain import NotLinked, parse_account_id
+from bot.links import LinkService
 from bot.listeners.common import answering, reply, require_admin
 from storage.models import LinkStatus
 

@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import blocks
 from bot.admins import AdminCheckFailed, AdminPolicy
-from bot.links import LinkError
+from bot.domain import LinkError
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,23 @@ from slack_sdk.models.blocks import (
     ConfirmObject,
     ContextBlock,
     HeaderBlock,
+    InputBlock,
     MarkdownTextObject,
+    PlainTextInputElement,
     PlainTextObject,
     SectionBlock,
 )
+from slack_sdk.models.views import View
 
 from bot import ids
-from bot.domain import AccountView, HealthCheck, LinkError, LinkResult, LoginContext
+from bot.domain import (
+    AccountView,
+    AuditEntry,
+    HealthCheck,
+    LinkError,
+    LinkResult,
+    LoginContext,
+)
 from bot.messages import API_USER_NEEDS, LOGIN_ADVICE, describe
 from storage.models import Environment, Health, LinkStatus
 
@@ -123,13 +133,46 @@ def link_prompt(view: AccountView) -> Message:
                     ButtonElement(
                         text="Sandbox", action_id=ids.LINK_SANDBOX, value=view.account_id
                     ),
+                    ButtonElement(
+                        text="Custom domain", action_id=ids.LINK_CUSTOM, value=view.account_id
+                    ),
                 ],
             ),
             _context(
-                "I'll send you a Salesforce login link in a direct message. " + API_USER_NEEDS
+                "I'll send you a Salesforce login link in a direct message. *Custom domain* "
+                "is for orgs that block login.salesforce.com and test.salesforce.com: log in "
+                "at your My Domain instead. " + API_USER_NEEDS
             ),
         ],
     )
+
+
+def custom_domain_modal(account_id: str, private_metadata: str) -> dict[str, Any]:
+    """The modal asking for the org's My Domain host."""
+    return View(
+        type="modal",
+        callback_id=ids.CUSTOM_DOMAIN_VIEW,
+        private_metadata=private_metadata,
+        title="Custom domain",
+        submit="Send login link",
+        close="Cancel",
+        blocks=[
+            _section(
+                f"Link VCC account *{_esc(account_id)}* through your org's My Domain. "
+                "Setup → My Domain shows it."
+            ),
+            InputBlock(
+                block_id=ids.MY_DOMAIN_BLOCK,
+                label="My Domain login host",
+                element=PlainTextInputElement(
+                    action_id=ids.MY_DOMAIN_INPUT,
+                    placeholder="acme.my.salesforce.com",
+                    max_length=255,
+                ),
+                hint="A sandbox: acme--uat.sandbox.my.salesforce.com",
+            ),
+        ],
+    ).to_dict()
 
 
 def check_your_dms(account_id: str, environment: Environment) -> Message:
@@ -233,24 +276,82 @@ _HEALTH_LINE = {
 }
 
 
+_EVENT_LABELS = {
+    "link_started": "Link started",
+    "link_completed": "Linked",
+    "link_refused": "Link refused",
+    "link_cancelled": "Link cancelled",
+    "unlinked": "Unlinked",
+    "broken": "Found broken",
+    "recovered": "Recovered",
+    "legacy_imported": "Imported as Legacy",
+}
+
+
+def _actor(actor: str) -> str:
+    return f"<@{actor}>" if actor[:1] in ("U", "W") else actor
+
+
+def history_line(entry: AuditEntry) -> str:
+    label = _EVENT_LABELS.get(entry.event, entry.event)
+    who = _actor(entry.actor)
+    user = f" · {_esc(entry.sf_username)}" if entry.sf_username else ""
+    detail = f": {_esc(entry.detail)}" if entry.detail else ""
+    return f"{_when(entry.at)} · *{label}* by {who}{user}{detail}"
+
+
+def _history(entries: list[AuditEntry], limit: int = 3) -> list[Block]:
+    if not entries:
+        return []
+    lines = "\n".join(history_line(e) for e in entries[:limit])
+    return [_context(f"*Recent history*\n{lines}")]
+
+
+def history(account_id: str, entries: list[AuditEntry]) -> Message:
+    if not entries:
+        text = f"No history yet for VCC account *{_esc(account_id)}*."
+        return _message(text, [_section(text)])
+    lines = "\n".join(f"• {history_line(e)}" for e in entries)
+    return _message(
+        f"History of VCC account {account_id}",
+        [_section(f"*History of VCC account {_esc(account_id)}* (newest first)\n{lines}")],
+    )
+
+
 def status(
-    view: AccountView, check: HealthCheck | None = None, *, checking: bool = False
+    view: AccountView,
+    check: HealthCheck | None = None,
+    *,
+    checking: bool = False,
+    history: list[AuditEntry] | None = None,
 ) -> Message:
     account = _esc(view.account_id)
+    history = history or []
     blocks: list[Block] = []
     if view.status == LinkStatus.UNLINKED:
         blocks.append(
             _section(f"VCC account *{account}* is *Unlinked*. Link it with `/vcc link {account}`.")
         )
+        blocks += _history(history)
         return _message(f"VCC account {view.account_id}: Unlinked", blocks)
     if view.status == LinkStatus.LEGACY:
         blocks.append(
             _section(
                 f"VCC account *{account}* is *Legacy*: linked by an older method. "
-                f"Relink recommended: `/vcc link {account}`.\n"
+                "Relink recommended.\n"
                 f"*API user:* {_esc(view.sf_username or '?')} ({_env(view.environment)})"
             )
         )
+        blocks.append(
+            ActionsBlock(
+                elements=[
+                    ButtonElement(
+                        text="Relink", action_id=ids.RELINK, value=view.account_id, style="primary"
+                    )
+                ]
+            )
+        )
+        blocks += _history(history)
         return _message(f"VCC account {view.account_id}: Legacy (relink recommended)", blocks)
     blocks += [_section(f"VCC account *{account}* is *Linked*.\n{link_details(view)}")]
     blocks += _warnings(view)
@@ -262,15 +363,13 @@ def status(
         )
         blocks.append(_section(line))
     elif view.health == Health.BROKEN:
-        blocks.append(
-            _section(
-                _HEALTH_LINE[Health.BROKEN].format(
-                    reason=_esc(view.health_reason or "unknown"), account=account
-                )
-            )
+        line = _HEALTH_LINE[Health.BROKEN].format(
+            reason=_esc(view.health_reason or "unknown"), account=account
         )
+        blocks.append(_section(line))
     if view.health_checked_at and not checking:
         blocks.append(_context(f"Last checked {_when(view.health_checked_at)}"))
+    blocks += _history(history)
     return _message(f"VCC account {view.account_id}: Linked", blocks)
 
 
@@ -382,6 +481,7 @@ HELP = (
     "• `/vcc link [ACCOUNT]`: link (or relink) a VCC account to a Salesforce API user\n"
     "• `/vcc status [ACCOUNT]`: show the link and check it live with Salesforce\n"
     "• `/vcc unlink [ACCOUNT]`: remove the link (asks for confirmation)\n"
+    "• `/vcc history [ACCOUNT]`: the last 10 events of the link (admins)\n"
     "• `/vcc help`: this help\n"
     "ACCOUNT is a VCC account id (letters, digits, `.`, `-`, `_`); without it, `default`. "
     "Linking and unlinking are for workspace admins."
@@ -389,4 +489,4 @@ HELP = (
 
 
 def help_message() -> Message:
-    return _message("vcc-bot: /vcc link | status | unlink | help", [_section(HELP)])
+    return _message("vcc-bot: /vcc link | status | unlink | history | help", [_section(HELP)])

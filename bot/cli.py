@@ -7,7 +7,9 @@ import asyncio
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx2
 import uvicorn
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
@@ -16,9 +18,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 
 from bot.admins import AdminPolicy
-from bot.config import Settings, SettingsError, load_settings
+from bot.config import DatabaseSettings, Settings, SettingsError, load, load_settings
 from bot.crypto import TokenCipher, generate_key
 from bot.links import LinkService
+from bot.maintenance import LegacyImportError, export_audit, import_legacy, rotate_keys
+from bot.monitor import HealthMonitor
 from bot.notify import SlackNotifier
 from bot.salesforce import SalesforceClient
 from bot.slack_app import Services, create_app
@@ -33,13 +37,23 @@ log = logging.getLogger("vcc")
 class Runtime:
     settings: Settings
     db: Database
+    cipher: TokenCipher
     links: LinkService
+    monitor: HealthMonitor
     bolt: AsyncApp
     web: Starlette
 
 
-def build(settings: Settings, *, socket_mode: bool = False) -> Runtime:
-    """Compose the bot from settings: database (migrated), clients, core, Slack and web apps."""
+def build(
+    settings: Settings,
+    *,
+    socket_mode: bool = False,
+    salesforce_transport: httpx2.AsyncBaseTransport | None = None,
+) -> Runtime:
+    """Compose the bot from settings: database (migrated), clients, core, Slack and web apps.
+
+    `salesforce_transport` lets tests route Salesforce hosts (custom domains) to loopback.
+    """
     engine = create_db_engine(settings.database_url)
     upgrade(engine)
     db = Database(engine)
@@ -49,13 +63,15 @@ def build(settings: Settings, *, socket_mode: bool = False) -> Runtime:
         # slack_sdk retries only connection errors by default; also wait out 429s.
         retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
     )
+    cipher = TokenCipher(settings.encryption_keys)
     links = LinkService(
         db=db,
-        cipher=TokenCipher(settings.encryption_keys),
+        cipher=cipher,
         salesforce=SalesforceClient(
             client_id=settings.salesforce_client_id,
             client_secret=settings.salesforce_client_secret.get_secret_value(),
             redirect_uri=settings.salesforce_callback_url,
+            transport=salesforce_transport,
         ),
         notifier=SlackNotifier(slack_client),
         login_hosts={
@@ -69,14 +85,18 @@ def build(settings: Settings, *, socket_mode: bool = False) -> Runtime:
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         services=Services(links=links, admins=AdminPolicy(slack_client, settings.vcc_admin_users)),
     )
+    monitor = HealthMonitor(db=db, links=links, interval_seconds=settings.vcc_health_interval)
     web = create_web_app(
         links=links,
         db=db,
         slack=None if socket_mode else AsyncSlackRequestHandler(bolt),
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         cookie_secure=settings.cookie_secure,
+        background=monitor.run_forever,
     )
-    return Runtime(settings=settings, db=db, links=links, bolt=bolt, web=web)
+    return Runtime(
+        settings=settings, db=db, cipher=cipher, links=links, monitor=monitor, bolt=bolt, web=web
+    )
 
 
 def configure_logging(level: str) -> None:
@@ -139,22 +159,76 @@ def serve(socket_mode: bool) -> int:
     return 0
 
 
+def _database(settings: DatabaseSettings) -> Database:
+    engine = create_db_engine(settings.database_url)
+    upgrade(engine)
+    return Database(engine)
+
+
 def db_upgrade() -> int:
+    settings = load(DatabaseSettings)
+    configure_logging(settings.log_level)
+    _database(settings).dispose()
+    print("database is up to date")
+    return 0
+
+
+def import_legacy_command(path: Path) -> int:
+    settings = load(DatabaseSettings)
+    configure_logging(settings.log_level)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    db = _database(settings)
+    try:
+        count = import_legacy(db, text)
+    except LegacyImportError as exc:
+        print(f"Nothing was imported from {path}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    print(f"Imported {count} legacy account(s) from {path}; /vcc status shows them as Legacy.")
+    return 0
+
+
+def audit_command(account: str | None, fmt: str) -> int:
+    settings = load(DatabaseSettings)
+    configure_logging(settings.log_level)
+    db = _database(settings)
+    try:
+        export_audit(db, sys.stdout, account_id=account, fmt=fmt)
+    finally:
+        db.dispose()
+    return 0
+
+
+def rotate_key_command() -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
-    engine = create_db_engine(settings.database_url)
+    runtime = build(settings)
     try:
-        upgrade(engine)
+        report = asyncio.run(rotate_keys(runtime.db, runtime.cipher, runtime.links))
     finally:
-        engine.dispose()
-    print("database is up to date")
+        runtime.db.dispose()
+    print(f"Re-encrypted {report.rotated} token(s) with the first key of VCC_ENCRYPTION_KEY.")
+    if report.undecryptable:
+        print(
+            "No key decrypts the token of "
+            + ", ".join(report.undecryptable)
+            + ": marked broken; relink them.",
+        )
+    print("Keys after the first can be removed once every replica runs with the new order.")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vcc-bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = sub.add_parser("serve", help="run the bot's HTTP server")
+    serve_cmd = sub.add_parser("serve", help="run the bot's HTTP server and health monitor")
     serve_cmd.add_argument(
         "--socket-mode",
         action="store_true",
@@ -164,6 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     db_cmd = sub.add_parser("db", help="database maintenance")
     db_sub = db_cmd.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply database migrations")
+    legacy_cmd = sub.add_parser(
+        "import-legacy", help="record accounts linked by the old method as Legacy"
+    )
+    legacy_cmd.add_argument(
+        "file",
+        type=Path,
+        help="CSV: team id, account id, environment, API username, optional org id",
+    )
+    audit_cmd = sub.add_parser("audit", help="export the audit trail")
+    audit_cmd.add_argument("--account", help="only this VCC account id")
+    audit_cmd.add_argument("--format", choices=["csv", "json"], default="csv")
+    sub.add_parser("rotate-key", help="re-encrypt every stored token with the first key")
     args = parser.parse_args(argv)
     try:
         if args.command == "keygen":
@@ -171,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "db":
             return db_upgrade()
+        if args.command == "import-legacy":
+            return import_legacy_command(args.file)
+        if args.command == "audit":
+            return audit_command(args.account, args.format)
+        if args.command == "rotate-key":
+            return rotate_key_command()
         return serve(args.socket_mode)
     except SettingsError as exc:
         print(exc, file=sys.stderr)

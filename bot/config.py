@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
@@ -35,11 +35,25 @@ def _http_url(value: str, name: str) -> str:
     return value.rstrip("/")
 
 
-class Settings(BaseSettings):
+class DatabaseSettings(BaseSettings):
+    """What operator commands that only touch the database need."""
+
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
+    database_url: str = "sqlite:///vcc-bot.db"
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return v.upper()
+
+
+class Settings(DatabaseSettings):
     slack_bot_token: SecretStr
     slack_signing_secret: SecretStr
     slack_app_token: SecretStr | None = None
@@ -49,12 +63,11 @@ class Settings(BaseSettings):
     salesforce_production_url: str = "https://login.salesforce.com"
     salesforce_sandbox_url: str = "https://test.salesforce.com"
     public_url: str
-    database_url: str = "sqlite:///vcc-bot.db"
     vcc_encryption_key: SecretStr
     vcc_admin_users: Annotated[frozenset[str], NoDecode] = frozenset()
     host: str = "0.0.0.0"  # noqa: S104 - a server in a container listens on all interfaces
     port: int = Field(default=3000, ge=1, le=65535)
-    log_level: str = "INFO"
+    vcc_health_interval: int = Field(default=3600, ge=1)
 
     @field_validator("slack_bot_token")
     @classmethod
@@ -116,13 +129,6 @@ class Settings(BaseSettings):
             raise ValueError(f"not Slack user ids: {', '.join(bad)}")
         return users
 
-    @field_validator("log_level")
-    @classmethod
-    def _log_level(cls, v: str) -> str:
-        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
-        return v.upper()
-
     @property
     def encryption_keys(self) -> list[str]:
         return self.vcc_encryption_key.get_secret_value().split(",")
@@ -149,9 +155,16 @@ class SocketModeSettings(Settings):
         return v
 
 
+S = TypeVar("S", bound=DatabaseSettings)
+
+
 def load_settings(*, socket_mode: bool = False, **overrides: object) -> Settings:
-    """Build Settings, turning pydantic's report into one readable SettingsError."""
-    model = SocketModeSettings if socket_mode else Settings
+    """Build the bot's Settings, or raise one readable SettingsError naming every problem."""
+    return load(SocketModeSettings if socket_mode else Settings, **overrides)
+
+
+def load(model: type[S], **overrides: object) -> S:
+    """Build any settings model, turning pydantic's report into one SettingsError."""
     try:
         return model(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

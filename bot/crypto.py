@@ -26,6 +26,13 @@ class TokenCipher:
         except (InvalidToken, ValueError) as exc:
             raise UndecryptableToken("no configured key decrypts this token") from exc
 
+    def rotate(self, ciphertext: str) -> str:
+        """Re-encrypt with the first key whichever key encrypted it."""
+        try:
+            return self._fernet.rotate(ciphertext.encode("ascii")).decode("ascii")
+        except (InvalidToken, ValueError) as exc:
+            raise UndecryptableToken("no configured key decrypts this token") from exc
+
 
 def generate_key() -> str:
     return Fernet.generate_key().decode("ascii")

@@ -59,6 +59,7 @@ PENDING_GRACE = timedelta(minutes=5)
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 
 MONITOR = "monitor"  # the actor of checks nobody asked for
+UNDECRYPTABLE = "The stored token cannot be decrypted with any key in VCC_ENCRYPTION_KEY; relink."
 
 
 def _hash(secret: str) -> str:
@@ -509,7 +510,7 @@ class LinkService:
         except TimeoutError:
             return HealthCheck(view, Health.UNKNOWN, "Salesforce did not answer in time.")
         except UndecryptableToken:
-            health, reason = Health.BROKEN, "The stored token cannot be decrypted; relink."
+            health, reason = Health.BROKEN, UNDECRYPTABLE
         except SalesforceUnavailable:
             return HealthCheck(view, Health.UNKNOWN, "Salesforce could not be reached.")
         except SalesforceRejected as exc:

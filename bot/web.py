@@ -9,7 +9,8 @@ import asyncio
 import html
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -96,7 +97,9 @@ def create_web_app(
     slack: AsyncSlackRequestHandler | None,
     signing_secret: str,
     cookie_secure: bool,
+    background: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
+    """The app; `background` (the health monitor) runs while the app is served."""
     verifier = SignatureVerifier(signing_secret)
 
     async def slack_events(request: Request) -> Response:
@@ -160,7 +163,19 @@ def create_web_app(
     ]
     if slack is not None:
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
-    app = Starlette(routes=routes)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(background()) if background else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(AccessLog)  # type: ignore[arg-type]
     return app
 

@@ -483,3 +483,58 @@ def accounts_with_tokens(session: Session) -> list[VccAccount]:
 
 def all_pending_tokens(session: Session) -> list[PendingToken]:
     return list(session.exec(select(PendingToken).order_by(col(PendingToken.id))).all())
+
+
+def replace_token(session: Session, *, account_pk: int, old: str, new: str) -> bool:
+    """Swap an account's encrypted token unless it changed meanwhile."""
+    result = session.exec(
+        update(VccAccount)
+        .where(col(VccAccount.id) == account_pk, col(VccAccount.refresh_token_encrypted) == old)
+        .values(refresh_token_encrypted=new)
+    )
+    return result.rowcount == 1
+
+
+def replace_pending_token(session: Session, *, pending_pk: int, new: str) -> None:
+    session.exec(
+        update(PendingToken).where(col(PendingToken.id) == pending_pk).values(token_encrypted=new)
+    )
+
+
+# ---- legacy import ---------------------------------------------------------------------
+
+
+def import_legacy_account(
+    session: Session,
+    *,
+    team_id: str,
+    account_id: str,
+    environment: str,
+    sf_username: str,
+    org_id: str | None,
+    now: datetime,
+) -> str | None:
+    """Record one account as Legacy; returns a problem instead if it is already Linked."""
+    account = get_account(session, team_id=team_id, account_id=account_id, for_update=True)
+    if account is not None and account.status == LinkStatus.LINKED:
+        return f"VCC account {account_id} of team {team_id} is already Linked; not replaced"
+    if account is None:
+        account = VccAccount(team_id=team_id, account_id=account_id)
+    account.status = LinkStatus.LEGACY
+    account.environment = environment
+    account.sf_username = sf_username
+    account.org_id = org_id
+    account.health = Health.UNKNOWN
+    account.updated_at = now
+    session.add(account)
+    add_event(
+        session,
+        team_id=team_id,
+        account_id=account_id,
+        event=AuditKind.LEGACY_IMPORTED,
+        actor="operator",
+        now=now,
+        org_id=org_id,
+        sf_username=sf_username,
+    )
+    return None

@@ -153,22 +153,23 @@ def settings(
 class RunningBot:
     """uvicorn serving the composed bot in a thread, on a real socket; restartable."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, salesforce_transport: Any = None) -> None:
         self.settings = settings
+        self.salesforce_transport = salesforce_transport
         self.url = settings.public_url
         self.runtime: Runtime | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> RunningBot:
-        self.runtime = build(self.settings)
+        self.runtime = build(self.settings, salesforce_transport=self.salesforce_transport)
         config = uvicorn.Config(
             self.runtime.web,
             host=self.settings.host,
             port=self.settings.port,
             access_log=False,
             log_config=None,
-            lifespan="off",
+            lifespan="on",  # runs the health monitor, as `vcc-bot serve` does
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -1,19 +1,23 @@
-"""Button clicks. Each click is checked again: a button is no proof of permission."""
+"""Button clicks and the custom-domain modal. Each click is checked again: a button is no
+proof of permission."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, ids
 from bot.admins import AdminPolicy
-from bot.domain import LoginContext, parse_account_id
+from bot.domain import LinkError, LoginContext, parse_account_id, parse_my_domain
 from bot.links import LinkService
 from bot.listeners.common import answering, reply, require_admin
+from bot.messages import describe
 from storage.models import Environment
 
 
@@ -25,6 +29,19 @@ def _who(body: dict[str, Any]) -> tuple[str, str]:
 
 def _value(body: dict[str, Any]) -> str:
     return str(body["actions"][0].get("value", ""))
+
+
+def _channel(body: dict[str, Any]) -> str:
+    return (body.get("channel") or {}).get("id") or body["container"]["channel_id"]
+
+
+async def _send_login(respond: AsyncRespond, links: LinkService, ctx: LoginContext) -> None:
+    # Replace the buttons first, so a second click has nothing to hit.
+    await reply(respond, blocks.check_your_dms(ctx.account_id, ctx.environment), replace=True)
+    try:
+        await links.start_login(ctx)
+    except SlackApiError as exc:
+        await reply(respond, blocks.login_dm_failed(str(exc.response.get("error"))))
 
 
 async def choose_environment(
@@ -41,14 +58,72 @@ async def choose_environment(
         account_id = parse_account_id(_value(body))
         await require_admin(admins, respond, team_id, user_id, "link VCC accounts")
         environment = Environment(ids.LINK_ENVIRONMENTS[action["action_id"]])
-        channel_id = (body.get("channel") or {}).get("id") or body["container"]["channel_id"]
-        # Replace the buttons first, so a second click has nothing to hit.
-        await reply(respond, blocks.check_your_dms(account_id, environment), replace=True)
-        ctx = LoginContext(team_id, user_id, account_id, environment, channel_id)
-        try:
-            await links.start_login(ctx)
-        except SlackApiError as exc:
-            await reply(respond, blocks.login_dm_failed(str(exc.response.get("error"))))
+        ctx = LoginContext(team_id, user_id, account_id, environment, _channel(body))
+        await _send_login(respond, links, ctx)
+
+
+async def choose_custom_domain(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond,
+    client: AsyncWebClient,
+    admins: AdminPolicy,
+) -> None:
+    await ack()
+    team_id, user_id = _who(body)
+    async with answering(respond):
+        account_id = parse_account_id(_value(body))
+        await require_admin(admins, respond, team_id, user_id, "link VCC accounts")
+        # The modal's submission carries no channel or response_url: keep them with it.
+        metadata = json.dumps(
+            {"account": account_id, "channel": _channel(body), "response_url": body["response_url"]}
+        )
+        await client.views_open(
+            trigger_id=body["trigger_id"], view=blocks.custom_domain_modal(account_id, metadata)
+        )
+
+
+async def submit_custom_domain(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    links: LinkService,
+    admins: AdminPolicy,
+) -> None:
+    value = view["state"]["values"][ids.MY_DOMAIN_BLOCK][ids.MY_DOMAIN_INPUT]["value"] or ""
+    try:
+        login_host = parse_my_domain(value)
+    except LinkError as exc:
+        # Slack shows this under the field and keeps the modal open.
+        await ack(response_action="errors", errors={ids.MY_DOMAIN_BLOCK: describe(exc)[1]})
+        return
+    await ack()
+    team_id, user_id = _who(body)
+    meta = json.loads(view["private_metadata"])
+    respond = AsyncRespond(response_url=meta["response_url"])
+    async with answering(respond):
+        account_id = parse_account_id(meta["account"])
+        await require_admin(admins, respond, team_id, user_id, "link VCC accounts")
+        ctx = LoginContext(
+            team_id, user_id, account_id, Environment.CUSTOM, meta["channel"], login_host
+        )
+        await _send_login(respond, links, ctx)
+
+
+async def relink(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond,
+    links: LinkService,
+    admins: AdminPolicy,
+) -> None:
+    await ack()
+    team_id, user_id = _who(body)
+    async with answering(respond):
+        account_id = parse_account_id(_value(body))
+        await require_admin(admins, respond, team_id, user_id, "link VCC accounts")
+        view = await links.account(team_id, account_id)
+        await reply(respond, blocks.link_prompt(view), replace=True)
 
 
 async def open_login(ack: AsyncAck) -> None:
@@ -88,6 +163,9 @@ async def cancel_unlink(
 def register(app: AsyncApp) -> None:
     app.action(ids.LINK_PRODUCTION)(choose_environment)
     app.action(ids.LINK_SANDBOX)(choose_environment)
+    app.action(ids.LINK_CUSTOM)(choose_custom_domain)
+    app.view(ids.CUSTOM_DOMAIN_VIEW)(submit_custom_domain)
+    app.action(ids.RELINK)(relink)
     app.action(ids.LOGIN_OPEN)(open_login)
     app.action(ids.UNLINK_CONFIRM)(confirm_unlink)
     app.action(ids.UNLINK_CANCEL)(cancel_unlink)

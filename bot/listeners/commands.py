@@ -28,15 +28,21 @@ async def vcc(
     sub = words[0].lower() if words else "help"
     arg = words[1] if len(words) > 1 else None
     team_id, user_id = command["team_id"], command["user_id"]
-    if sub not in ("link", "status", "unlink") or len(words) > 2:
+    if sub not in ("link", "status", "unlink", "history") or len(words) > 2:
         await reply(respond, blocks.help_message())
         return
     async with answering(respond):
         account_id = parse_account_id(arg)
         if sub == "status":
-            await _status(respond, links, team_id, account_id)
+            await _status(respond, links, team_id, user_id, account_id)
             return
-        await require_admin(admins, respond, team_id, user_id, f"{sub} VCC accounts")
+        action = "see the history of" if sub == "history" else sub
+        await require_admin(admins, respond, team_id, user_id, f"{action} VCC accounts")
+        if sub == "history":
+            await reply(
+                respond, blocks.history(account_id, await links.history(team_id, account_id))
+            )
+            return
         view = await links.account(team_id, account_id)
         if sub == "link":
             await reply(respond, blocks.link_prompt(view))
@@ -46,14 +52,18 @@ async def vcc(
             await reply(respond, blocks.unlink_warning(view))
 
 
-async def _status(respond: AsyncRespond, links: LinkService, team_id: str, account_id: str) -> None:
+async def _status(
+    respond: AsyncRespond, links: LinkService, team_id: str, user_id: str, account_id: str
+) -> None:
     view = await links.account(team_id, account_id)
+    history = await links.history(team_id, account_id, limit=3)
     if view.status != LinkStatus.LINKED:
-        await reply(respond, blocks.status(view))
+        await reply(respond, blocks.status(view, history=history))
         return
-    await reply(respond, blocks.status(view, checking=True))
-    check = await links.check(team_id, account_id)
-    await reply(respond, blocks.status(check.account, check), replace=True)
+    await reply(respond, blocks.status(view, checking=True, history=history))
+    check = await links.check(team_id, account_id, actor=user_id)
+    history = await links.history(team_id, account_id, limit=3)
+    await reply(respond, blocks.status(check.account, check, history=history), replace=True)
 
 
 def register(app: AsyncApp) -> None:

@@ -140,6 +140,8 @@ class FakeSalesforce(FakeServer):
         self.authorize_requests: list[dict[str, str]] = []
         self.revoked: list[str] = []  # tokens revoked through /revoke
         self.evicted: list[str] = []  # refresh tokens pushed out by the five-approval limit
+        self.issued: list[str] = []  # refresh tokens issued for codes, oldest first
+        self.max_approvals = MAX_APPROVALS  # per user; a test may lift it to isolate other rules
         self._codes: dict[str, _Code] = {}
         self._grants: list[_Grant] = []  # oldest first
         self._access: dict[str, _Access] = {}
@@ -301,6 +303,7 @@ class FakeSalesforce(FakeServer):
             grant = None
             if _REFRESH_SCOPES & set(code.scope.split()):
                 grant = _Grant(code.user, code.scope, self._new_refresh_token())
+                self.issued.append(grant.refresh_token)
                 self._approve(grant)
             return self._issue(code.user, grant, code.scope, grant and grant.refresh_token)
         if grant_type == "refresh_token":
@@ -318,7 +321,7 @@ class FakeSalesforce(FakeServer):
     def _approve(self, grant: _Grant) -> None:
         self._grants.append(grant)
         mine = [g for g in self._grants if g.user is grant.user]
-        for old in mine[: max(0, len(mine) - MAX_APPROVALS)]:
+        for old in mine[: max(0, len(mine) - self.max_approvals)]:
             self._kill(old)  # silently, as Salesforce does
             self.evicted.append(old.refresh_token)
 

@@ -20,6 +20,9 @@ from bot.listeners.common import answering, reply, require_admin
 from bot.messages import describe
 from storage.models import Environment
 
+LINKING = "link VCC accounts"
+UNLINKING = "unlink VCC accounts"
+
 
 def _who(body: dict[str, Any]) -> tuple[str, str]:
     user = body["user"]
@@ -29,6 +32,16 @@ def _who(body: dict[str, Any]) -> tuple[str, str]:
 
 def _value(body: dict[str, Any]) -> str:
     return str(body["actions"][0].get("value", ""))
+
+
+async def _admin_click(
+    body: dict[str, Any], respond: AsyncRespond, admins: AdminPolicy, action: str
+) -> tuple[str, str, str]:
+    """Who clicked, in which workspace, on which account, once they are known to be admin."""
+    team_id, user_id = _who(body)
+    account_id = parse_account_id(_value(body))
+    await require_admin(admins, respond, team_id, user_id, action)
+    return team_id, user_id, account_id
 
 
 def _channel(body: dict[str, Any]) -> str:
@@ -53,10 +66,8 @@ async def choose_environment(
     admins: AdminPolicy,
 ) -> None:
     await ack()
-    team_id, user_id = _who(body)
     async with answering(respond):
-        account_id = parse_account_id(_value(body))
-        await require_admin(admins, respond, team_id, user_id, "link VCC accounts")
+        team_id, user_id, account_id = await _admin_click(body, respond, admins, LINKING)
         environment = Environment(ids.LINK_ENVIRONMENTS[action["action_id"]])
         ctx = LoginContext(team_id, user_id, account_id, environment, _channel(body))
         await _send_login(respond, links, ctx)
@@ -70,10 +81,8 @@ async def choose_custom_domain(
     admins: AdminPolicy,
 ) -> None:
     await ack()
-    team_id, user_id = _who(body)
     async with answering(respond):
-        account_id = parse_account_id(_value(body))
-        await require_admin(admins, respond, team_id, user_id, "link VCC accounts")
+        _, _, account_id = await _admin_click(body, respond, admins, LINKING)
         # The modal's submission carries no channel or response_url: keep them with it.
         metadata = json.dumps(
             {"account": account_id, "channel": _channel(body), "response_url": body["response_url"]}
@@ -103,7 +112,7 @@ async def submit_custom_domain(
     respond = AsyncRespond(response_url=meta["response_url"])
     async with answering(respond):
         account_id = parse_account_id(meta["account"])
-        await require_admin(admins, respond, team_id, user_id, "link VCC accounts")
+        await require_admin(admins, respond, team_id, user_id, LINKING)
         ctx = LoginContext(
             team_id, user_id, account_id, Environment.CUSTOM, meta["channel"], login_host
         )
@@ -118,10 +127,8 @@ async def relink(
     admins: AdminPolicy,
 ) -> None:
     await ack()
-    team_id, user_id = _who(body)
     async with answering(respond):
-        account_id = parse_account_id(_value(body))
-        await require_admin(admins, respond, team_id, user_id, "link VCC accounts")
+        team_id, _, account_id = await _admin_click(body, respond, admins, LINKING)
         view = await links.account(team_id, account_id)
         await reply(respond, blocks.link_prompt(view), replace=True)
 
@@ -139,11 +146,8 @@ async def confirm_unlink(
     admins: AdminPolicy,
 ) -> None:
     await ack()
-    team_id, user_id = _who(body)
-    account_id = _value(body)
-    async with answering(respond, account_id):
-        account_id = parse_account_id(account_id)
-        await require_admin(admins, respond, team_id, user_id, "unlink VCC accounts")
+    async with answering(respond, _value(body)):
+        team_id, user_id, account_id = await _admin_click(body, respond, admins, UNLINKING)
         # On failure `answering` replies beside the warning, whose buttons stay for a retry.
         view = await links.unlink(team_id, account_id, user_id)
         await reply(respond, blocks.unlinked_result(view), replace=True)
@@ -153,10 +157,8 @@ async def cancel_unlink(
     ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, admins: AdminPolicy
 ) -> None:
     await ack()
-    team_id, user_id = _who(body)
     async with answering(respond):
-        account_id = parse_account_id(_value(body))
-        await require_admin(admins, respond, team_id, user_id, "unlink VCC accounts")
+        _, _, account_id = await _admin_click(body, respond, admins, UNLINKING)
         await reply(respond, blocks.nothing_changed(account_id), replace=True)
 
 

@@ -81,6 +81,12 @@ def broken_reason(exc: SalesforceRejected) -> str:
         return "The Salesforce API user is inactive (deactivated or frozen)."
     if exc.error == "inactive_org":
         return "The Salesforce org is locked or inactive."
+    if exc.error == "identity_refused":
+        # A token refreshed a moment ago and refused now: revoked meanwhile, or no access.
+        return (
+            "Salesforce refused a fresh access token for this link: it was revoked while "
+            "being checked, or the API user lost access."
+        )
     detail = f": {exc.description}" if exc.description else ""
     return f"Salesforce refused the link ({exc.error}{detail})."
 

@@ -295,6 +295,42 @@ class SlackClient:
         assert response.status_code == 200, response.text
         return response_url
 
+    def submit_view(
+        self,
+        view: dict[str, Any],
+        values: dict[str, dict[str, str]],
+        *,
+        user: str = ADMIN,
+        team: str = TEAM,
+    ) -> httpx.Response:
+        """Submit a modal the bot opened; values[block_id][action_id] = typed text."""
+        payload = {
+            "type": "view_submission",
+            "team": {"id": team, "domain": "acme"},
+            "user": {"id": user, "username": "someone", "name": "someone", "team_id": team},
+            "api_app_id": "A0VCC",
+            "token": "verification-token-unused",
+            "trigger_id": "123.456.def",
+            "view": {
+                **view,
+                "id": "V00000001",
+                "team_id": team,
+                "state": {
+                    "values": {
+                        block: {
+                            action: {"type": "plain_text_input", "value": text}
+                            for action, text in actions.items()
+                        }
+                        for block, actions in values.items()
+                    }
+                },
+                "hash": "1700000000.abcdef",
+            },
+            "response_urls": [],
+            "is_enterprise_install": False,
+        }
+        return self.post(urlencode({"payload": json.dumps(payload)}))
+
     def replies(self, response_url: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
         """Wait until the bot has posted `count` replies to response_url; returns them all."""
         return self.fake.wait_for(

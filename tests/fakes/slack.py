@@ -66,6 +66,7 @@ class FakeSlack(FakeServer):
         self.ephemerals: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
         self.views: list[dict[str, Any]] = []
+        self.opened_views: list[dict[str, Any]] = []  # modals opened with views.open
         self._ims: dict[str, str] = {}  # sorted comma-joined user ids -> IM/MPIM channel id
         self._responses: dict[str, list[Any]] = {}
         self._ts_seq = 0
@@ -77,6 +78,7 @@ class FakeSlack(FakeServer):
             "chat.postEphemeral": self._post_ephemeral,
             "chat.update": self._update,
             "views.publish": self._views_publish,
+            "views.open": self._views_open,
             "apps.connections.open": lambda p: _err("not_allowed_token_type"),
         }
 
@@ -314,6 +316,24 @@ class FakeSlack(FakeServer):
         self.updates.append({"channel": channel, "ts": ts, "text": text, "blocks": blocks})
         message = {"type": "message", "text": text, "user": self.bot_user_id, "blocks": blocks}
         return {"ok": True, "channel": channel, "ts": ts, "text": text, "message": message}
+
+    def _views_open(self, p: Params) -> Params:
+        view = p.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except ValueError:
+                view = None
+        trigger_id = str(p.get("trigger_id") or "")
+        if not trigger_id:
+            return _err("invalid_trigger_id")
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            return _err("invalid_arguments")
+        if len(view.get("blocks") or []) > 100:
+            return _err("invalid_blocks")
+        view_id = f"V{len(self.opened_views) + 1:08d}"
+        self.opened_views.append({"trigger_id": trigger_id, "view": view, "id": view_id})
+        return {"ok": True, "view": {**view, "id": view_id, "team_id": self.team_id}}
 
     def _views_publish(self, p: Params) -> Params:
         view = p.get("view")

@@ -181,6 +181,12 @@ def import_legacy_command(path: Path) -> int:
     except OSError as exc:
         print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 1
+    except UnicodeDecodeError as exc:
+        print(
+            f"cannot read {path}: not UTF-8 text (byte {exc.start}); save it as CSV UTF-8",
+            file=sys.stderr,
+        )
+        return 1
     db = _database(settings)
     try:
         count = import_legacy(db, text)

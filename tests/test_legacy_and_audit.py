@@ -1,0 +1,349 @@
+"""Accounts linked by the old method (`vcc-bot import-legacy`), relinking them, and the audit
+trail as admins read it (`/vcc history`, the status's recent history) and operators export it
+(`vcc-bot audit`). The CLI runs as its own process on the test's database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import datetime
+
+from sqlmodel import select
+
+from bot import ids
+from storage import repository as repo
+from storage.models import AuditEvent, VccAccount
+from tests.conftest import ADMIN, CHANNEL, MEMBER, buttons, text_of
+from tests.flow import link, start_link
+from tests.test_cli import vcc_bot
+
+HEADER = "team_id,account_id,environment,api_username,org_id"
+GOOD_ROWS = [
+    "T0001,acme,Production,vcc-api@acme.example,00D000000000001AAA",
+    "T0001,uat,sandbox,uat-api@acme.example.uat",
+    "T0001,emea,PRODUCTION,emea-api@acme.example,",
+]
+AUDIT_COLUMNS = [
+    "id",
+    "created_at",
+    "team_id",
+    "account_id",
+    "event",
+    "actor",
+    "org_id",
+    "sf_username",
+    "detail",
+]
+LABEL = re.compile(r" · \*([^*]+)\* by ")
+
+
+# ---- helpers --------------------------------------------------------------------------
+
+
+def cli(tmp_path, database_url, *args):
+    return vcc_bot(tmp_path, *args, DATABASE_URL=database_url)
+
+
+def import_legacy(tmp_path, database_url, *lines, name="legacy.csv"):
+    (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return cli(tmp_path, database_url, "import-legacy", name)
+
+
+def audit(tmp_path, database_url, *args):
+    result = cli(tmp_path, database_url, "audit", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def accounts(bot) -> dict[str, str]:
+    """Every stored account's status, by account id."""
+    with bot.runtime.db.transaction() as session:
+        return {a.account_id: a.status for a in session.exec(select(VccAccount)).all()}
+
+
+def event_kinds(bot) -> list[str]:
+    with bot.runtime.db.transaction() as session:
+        return [e.event for e in session.exec(select(AuditEvent)).all()]
+
+
+def status(slack_client, account, count=1, user=ADMIN):
+    """The final `/vcc status` reply (a linked account gets two: checking, then the result)."""
+    return slack_client.replies(slack_client.command(f"status {account}", user=user), count)[-1]
+
+
+def history(slack_client, account="acme", user=ADMIN):
+    return slack_client.replies(slack_client.command(f"history {account}", user=user))[0]
+
+
+def history_lines(message) -> list[str]:
+    return [line for line in text_of(message).splitlines() if line.startswith("• ")]
+
+
+def recent_history(message) -> list[str]:
+    """The lines of the status's "Recent history" context, if it has one."""
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or []:
+            body = element.get("text") or ""
+            if block["type"] == "context" and body.startswith("*Recent history*"):
+                return body.splitlines()[1:]
+    return []
+
+
+def labels(lines: list[str]) -> list[str]:
+    return [LABEL.search(line)[1] for line in lines]
+
+
+def notices(slack, words):
+    return [m for m in slack.messages_to(CHANNEL) if words in text_of(m)]
+
+
+def unlink(slack_client, account="acme"):
+    assert "will stop working" in text_of(
+        slack_client.replies(slack_client.command(f"unlink {account}"))[0]
+    )
+    done = slack_client.replies(slack_client.click(ids.UNLINK_CONFIRM, account))[0]
+    assert "now *Unlinked*" in text_of(done)
+
+
+# ---- import-legacy --------------------------------------------------------------------
+
+
+def test_imported_accounts_show_as_legacy_with_a_relink_button(
+    tmp_path, database_url, slack_client, bot
+):
+    result = import_legacy(tmp_path, database_url, HEADER, *GOOD_ROWS)
+    assert result.returncode == 0, result.stderr
+    assert "Imported 3 legacy account(s)" in result.stdout
+    assert accounts(bot) == {"acme": "Legacy", "uat": "Legacy", "emea": "Legacy"}
+    expected = {
+        "acme": ("vcc-api@acme.example", "Production"),
+        "uat": ("uat-api@acme.example.uat", "Sandbox"),
+        "emea": ("emea-api@acme.example", "Production"),
+    }
+    for account, (username, environment) in expected.items():
+        reply = status(slack_client, account)
+        body = text_of(reply)
+        assert "*Legacy*" in body and "Relink recommended" in body
+        assert f"{username} ({environment})" in body
+        assert buttons(reply)[ids.RELINK]["value"] == account
+        assert labels(recent_history(reply)) == ["Imported as Legacy"]
+        assert "by operator" in recent_history(reply)[0]
+
+
+def test_bad_rows_are_each_named_and_nothing_is_imported(tmp_path, database_url, bot):
+    result = import_legacy(
+        tmp_path,
+        database_url,
+        HEADER,
+        GOOD_ROWS[0],  # line 2
+        "T0001,short,production",  # line 3: too few columns
+        "X0001,badteam,production,a@acme.example",  # line 4
+        "T0001,badenv,staging,a@acme.example",  # line 5
+        "T0001,baduser,sandbox,not-a-username",  # line 6
+        "T0001,badorg,production,a@acme.example,001000000000001AAA",  # line 7
+        "T0001,acme,sandbox,other@acme.example",  # line 8: acme again
+        GOOD_ROWS[1],  # line 9
+    )
+    assert result.returncode == 1
+    problems = [p for p in map(str.strip, result.stderr.splitlines()) if p.startswith("line ")]
+    assert [p.split(":")[0] for p in problems] == [f"line {n}" for n in range(3, 9)]
+    assert "found 3" in problems[0]
+    assert "'X0001'" in problems[1]
+    assert "'staging'" in problems[2]
+    assert "'not-a-username'" in problems[3]
+    assert "'001000000000001AAA'" in problems[4]
+    assert "already on line 2" in problems[5]
+    assert "Nothing was imported" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert accounts(bot) == {}
+    assert event_kinds(bot) == []
+
+
+def test_a_row_for_a_linked_account_fails_the_whole_file(
+    tmp_path, database_url, slack_client, browser, bot, salesforce
+):
+    assert link(slack_client, browser, "acme").status_code == 200
+    result = import_legacy(
+        tmp_path,
+        database_url,
+        HEADER,
+        "T0001,beta,production,beta-api@acme.example",
+        "T0001,acme,production,old-api@acme.example",
+        "T0001,gamma,sandbox,gamma-api@acme.example",
+    )
+    assert result.returncode == 1
+    assert "line 3:" in result.stderr and "already Linked" in result.stderr
+    assert "line 2:" not in result.stderr and "line 4:" not in result.stderr
+    assert accounts(bot) == {"acme": "Linked"}  # neither beta nor gamma: all or nothing
+    assert "legacy_imported" not in event_kinds(bot)
+    with bot.runtime.db.transaction() as session:
+        acme = repo.get_account(session, team_id="T0001", account_id="acme")
+    assert acme.sf_username == salesforce.api_user.username
+
+
+def test_importing_the_same_file_again_keeps_one_legacy_row_each(
+    tmp_path, database_url, slack_client, bot
+):
+    for _ in range(2):
+        result = import_legacy(tmp_path, database_url, HEADER, *GOOD_ROWS)
+        assert result.returncode == 0, result.stderr
+        assert "Imported 3 legacy account(s)" in result.stdout
+    assert accounts(bot) == {"acme": "Legacy", "uat": "Legacy", "emea": "Legacy"}
+    # A corrected file updates the Legacy rows it names.
+    fixed = import_legacy(tmp_path, database_url, "T0001,uat,Sandbox,new-uat@acme.example.uat")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "new-uat@acme.example.uat (Sandbox)" in text_of(status(slack_client, "uat"))
+    assert len(accounts(bot)) == 3
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_a_message(tmp_path):
+    (tmp_path / "latin1.csv").write_bytes(
+        b"team_id,account_id,environment,api_username\nT0001,acme,production,j\xe9r\xf4me@a.example\n"
+    )
+    result = cli(tmp_path, f"sqlite:///{tmp_path / 'vcc.db'}", "import-legacy", "latin1.csv")
+    assert result.returncode == 1
+    assert "latin1.csv" in result.stderr and "not UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---- relinking a legacy account ------------------------------------------------------
+
+
+def test_relink_offers_the_link_prompt_and_the_flow_makes_it_linked(
+    tmp_path, database_url, slack_client, browser, bot, salesforce
+):
+    assert import_legacy(tmp_path, database_url, HEADER, GOOD_ROWS[0]).returncode == 0
+    prompt = slack_client.replies(slack_client.click(ids.RELINK, "acme"))[0]
+    assert prompt["replace_original"] is True
+    assert "*Legacy*" in text_of(prompt)
+    found = buttons(prompt)
+    assert {ids.LINK_PRODUCTION, ids.LINK_SANDBOX, ids.LINK_CUSTOM} <= set(found)
+    assert [found[a]["text"]["text"] for a in ids.LINK_ENVIRONMENTS] == ["Production", "Sandbox"]
+    assert found[ids.LINK_CUSTOM]["text"]["text"] == "Custom domain"
+    assert all(b["value"] == "acme" for b in found.values())
+
+    assert link(slack_client, browser, "acme").status_code == 200
+    final = status(slack_client, "acme", count=2)
+    body = text_of(final)
+    assert "*Linked*" in body and salesforce.api_user.username in body
+    assert "*Legacy*" not in body and "Relink recommended" not in body
+    assert ids.RELINK not in buttons(final)
+    assert accounts(bot) == {"acme": "Linked"}
+
+
+def test_a_member_may_not_relink(tmp_path, database_url, slack_client, bot):
+    assert import_legacy(tmp_path, database_url, HEADER, GOOD_ROWS[0]).returncode == 0
+    reply = slack_client.replies(slack_client.click(ids.RELINK, "acme", user=MEMBER))[0]
+    assert reply.get("replace_original") is not True
+    assert "Only workspace admins" in text_of(reply) and "link VCC accounts" in text_of(reply)
+    assert ids.LINK_PRODUCTION not in buttons(reply)
+    assert accounts(bot) == {"acme": "Legacy"}
+
+
+# ---- history ---------------------------------------------------------------------------
+
+
+def test_history_lists_the_newest_ten_events_with_who_and_why(
+    slack_client, browser, bot, salesforce
+):
+    for _ in range(4):  # four abandoned login links: the oldest event falls off the list
+        start_link(slack_client, "acme")
+    assert link(slack_client, browser, "acme").status_code == 200
+    salesforce.api_user.permissions["PermissionsEditTask"] = False
+    assert link(slack_client, browser, "acme").status_code == 400  # refused
+    salesforce.api_user.permissions["PermissionsEditTask"] = True
+    salesforce.production.authorize_error = "access_denied"
+    assert link(slack_client, browser, "acme").status_code == 400  # cancelled
+    salesforce.production.authorize_error = None
+    unlink(slack_client)
+    assert len(event_kinds(bot)) == 11
+
+    reply = history(slack_client)
+    assert "(newest first)" in text_of(reply)
+    lines = history_lines(reply)
+    assert labels(lines) == [
+        "Unlinked",
+        "Link cancelled",
+        "Link started",
+        "Link refused",
+        "Link started",
+        "Linked",
+        *["Link started"] * 4,
+    ]
+    assert all(f"by <@{ADMIN}>" in line for line in lines)
+    assert "Edit Tasks" in lines[3]
+    assert salesforce.api_user.username in lines[5]
+
+    recent = recent_history(status(slack_client, "acme"))
+    assert labels(recent) == ["Unlinked", "Link cancelled", "Link started"]
+
+
+def test_a_member_may_not_see_history(slack_client, browser, bot):
+    assert link(slack_client, browser, "acme").status_code == 200
+    reply = history(slack_client, user=MEMBER)
+    assert "Only workspace admins" in text_of(reply)
+    assert "see the history of VCC accounts" in text_of(reply)
+    assert history_lines(reply) == []
+
+
+def test_broken_and_recovered_are_recorded_and_announced_once(
+    slack_client, browser, bot, salesforce, slack
+):
+    assert link(slack_client, browser, "acme").status_code == 200
+    salesforce.production.revoke_user_tokens(salesforce.api_user)
+    assert "Broken" in text_of(status(slack_client, "acme", count=2))
+    broken = history_lines(history(slack_client))
+    assert labels(broken)[0] == "Found broken" and "invalid_grant" in broken[0]
+
+    assert link(slack_client, browser, "acme").status_code == 200
+    assert "the link works" in text_of(status(slack_client, "acme", count=2))
+    lines = history_lines(history(slack_client))
+    assert labels(lines) == [
+        "Recovered",
+        "Linked",
+        "Link started",
+        "Found broken",
+        "Linked",
+        "Link started",
+    ]
+    assert "relinked" in lines[0]
+    slack.wait_for(lambda: notices(slack, "works again"))
+    assert len(notices(slack, "is broken")) == 1
+    assert len(notices(slack, "works again")) == 1
+
+
+# ---- audit export ----------------------------------------------------------------------
+
+
+def test_audit_exports_json_and_csv_filtered_by_account(
+    tmp_path, database_url, slack_client, browser, bot, salesforce
+):
+    assert link(slack_client, browser, "acme").status_code == 200
+    start_link(slack_client, "beta")
+    unlink(slack_client)
+
+    records = json.loads(audit(tmp_path, database_url, "--format", "json"))
+    assert [(r["account_id"], r["event"]) for r in records] == [
+        ("acme", "link_started"),
+        ("acme", "link_completed"),
+        ("beta", "link_started"),
+        ("acme", "unlinked"),
+    ]
+    for record in records:
+        assert list(record) == AUDIT_COLUMNS
+        assert record["team_id"] == "T0001" and record["actor"] == ADMIN
+        assert datetime.fromisoformat(record["created_at"]).tzinfo is not None
+    completed = records[1]
+    assert completed["org_id"] == salesforce.api_user.org_id
+    assert completed["sf_username"] == salesforce.api_user.username
+
+    acme = json.loads(audit(tmp_path, database_url, "--account", "acme", "--format", "json"))
+    assert [r["id"] for r in acme] == [r["id"] for r in records if r["account_id"] == "acme"]
+    assert json.loads(audit(tmp_path, database_url, "--account", "other", "--format", "json")) == []
+
+    rows = list(csv.reader(io.StringIO(audit(tmp_path, database_url, "--format", "csv"))))
+    assert rows[0] == AUDIT_COLUMNS
+    assert [int(row[0]) for row in rows[1:]] == [r["id"] for r in records]
+    assert rows[2][AUDIT_COLUMNS.index("sf_username")] == salesforce.api_user.username

@@ -47,7 +47,15 @@ from bot.salesforce import (
 )
 from storage import repository as repo
 from storage.db import Database
-from storage.models import AuditKind, Environment, Health, LinkStatus, VccAccount, utcnow
+from storage.models import (
+    AuditKind,
+    Environment,
+    Health,
+    LinkStatus,
+    PendingToken,
+    VccAccount,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -379,9 +387,7 @@ class LinkService:
         )
         now = self._now()
 
-        def save(
-            session: Session,
-        ) -> tuple[tuple[str, str | None] | None, Health, VccAccount | None]:
+        def save(session: Session) -> tuple[PendingToken | None, Health, VccAccount | None]:
             previous, health_before = repo.save_link(
                 session,
                 team_id=ctx.team_id,
@@ -390,6 +396,22 @@ class LinkService:
                 now=now,
             )
             repo.delete_pending_token(session, pending_id=pending_id)
+            replaced = None
+            if previous is not None:
+                # The old token now belongs to no link: pending until revoked, so a failed
+                # revoke or a crash before it is retried rather than forgotten.
+                old_token, old_host = previous
+                replaced = repo.get_pending_token(
+                    session,
+                    pending_id=repo.add_pending_token(
+                        session,
+                        login_host=old_host or host,
+                        token_encrypted=old_token,
+                        team_id=ctx.team_id,
+                        account_id=ctx.account_id,
+                        now=now,
+                    ),
+                )
 
             def audit(event: AuditKind, detail: str | None = None) -> None:
                 repo.add_event(
@@ -408,22 +430,21 @@ class LinkService:
             if health_before == Health.BROKEN:
                 audit(AuditKind.RECOVERED, "relinked")
             row = repo.get_account(session, team_id=ctx.team_id, account_id=ctx.account_id)
-            return previous, health_before, row
+            return replaced, health_before, row
 
         try:
-            previous, health_before, row = await self._db.run(save)
+            replaced, health_before, row = await self._db.run(save)
         except repo.ApiUserFull as full:
             here = [account for team, account in full.linked if team == ctx.team_id]
             raise ApiUserLimit(
                 identity.username, here, len(full.linked), identity.org_id, identity.user_id
             ) from None
-        if previous is not None:
+        if replaced is not None:
             # The new link is stored; only now is the old token given up, at its own host.
-            old_token, old_host = previous
-            await self._revoke_stored(old_token, old_host or host)
+            await self._revoke_pending(replaced)
         view = AccountView.of(row, team_id=ctx.team_id, account_id=ctx.account_id)
         result = LinkResult(
-            account=view, relinked=previous is not None, unchecked=permissions.unchecked_labels()
+            account=view, relinked=replaced is not None, unchecked=permissions.unchecked_labels()
         )
         await self._notifier.linked(ctx, result)
         if health_before == Health.BROKEN:
@@ -446,14 +467,6 @@ class LinkService:
         if revoked:
             await self._notifier.revoked_by_sixth_approval(ctx, revoked)
 
-    async def _revoke_stored(self, token_encrypted: str, host: str) -> None:
-        try:
-            token = self._cipher.decrypt(token_encrypted)
-        except UndecryptableToken:
-            log.warning("previous refresh token could not be decrypted; not revoked")
-            return
-        await self._revoke_quietly(host, token)
-
     async def _revoke_quietly(self, host: str, token: str) -> bool:
         """Revoke if Salesforce answers; True when the token is certainly dead."""
         try:
@@ -463,22 +476,26 @@ class LinkService:
             return False
         return True
 
+    async def _revoke_pending(self, pending: PendingToken) -> bool:
+        """Revoke a pending token and forget it; kept for a later try if Salesforce is down."""
+        try:
+            token: str | None = self._cipher.decrypt(pending.token_encrypted)
+        except UndecryptableToken:
+            log.warning("a pending token cannot be decrypted; it cannot be revoked")
+            token = None
+        if token is not None and not await self._revoke_quietly(pending.login_host, token):
+            return False
+        assert pending.id is not None
+        await self._db.run(partial(repo.delete_pending_token, pending_id=pending.id))
+        return token is not None
+
     async def revoke_stale_pending(self) -> int:
-        """Revoke tokens a dead process left between exchange and commit; returns how many."""
+        """Revoke tokens a dead process or a failed revoke left pending; returns how many."""
         cutoff = self._now() - PENDING_GRACE
         stale = await self._db.run(lambda s: repo.stale_pending_tokens(s, created_before=cutoff))
         revoked = 0
         for pending in stale:
-            try:
-                token = self._cipher.decrypt(pending.token_encrypted)
-            except UndecryptableToken:
-                log.warning("a pending token cannot be decrypted; it cannot be revoked")
-                token = None
-            if token is not None and not await self._revoke_quietly(pending.login_host, token):
-                continue  # Salesforce did not answer: try again next time
-            assert pending.id is not None
-            await self._db.run(partial(repo.delete_pending_token, pending_id=pending.id))
-            revoked += token is not None
+            revoked += await self._revoke_pending(pending)
         if stale:
             log.info("revoked %d token(s) left pending by an interrupted link", revoked)
         return revoked

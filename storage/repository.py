@@ -369,6 +369,10 @@ def add_pending_token(
     return pending.id
 
 
+def get_pending_token(session: Session, *, pending_id: int) -> PendingToken | None:
+    return session.get(PendingToken, pending_id)
+
+
 def delete_pending_token(session: Session, *, pending_id: int) -> None:
     session.exec(delete(PendingToken).where(col(PendingToken.id) == pending_id))
 

@@ -317,13 +317,19 @@ class FakeSlack(FakeServer):
         message = {"type": "message", "text": text, "user": self.bot_user_id, "blocks": blocks}
         return {"ok": True, "channel": channel, "ts": ts, "text": text, "message": message}
 
-    def _views_open(self, p: Params) -> Params:
+    @staticmethod
+    def _view(p: Params) -> Any:
+        """The `view` argument, sent as a JSON string by slack_sdk."""
         view = p.get("view")
         if isinstance(view, str):
             try:
-                view = json.loads(view)
+                return json.loads(view)
             except ValueError:
-                view = None
+                return None
+        return view
+
+    def _views_open(self, p: Params) -> Params:
+        view = self._view(p)
         trigger_id = str(p.get("trigger_id") or "")
         if not trigger_id:
             return _err("invalid_trigger_id")
@@ -336,12 +342,7 @@ class FakeSlack(FakeServer):
         return {"ok": True, "view": {**view, "id": view_id, "team_id": self.team_id}}
 
     def _views_publish(self, p: Params) -> Params:
-        view = p.get("view")
-        if isinstance(view, str):
-            try:
-                view = json.loads(view)
-            except ValueError:
-                view = None
+        view = self._view(p)
         user_id = str(p.get("user_id") or "")
         if not isinstance(view, dict) or not user_id:
             return _err("invalid_arguments")

@@ -408,6 +408,9 @@ def broken_notice(view: AccountView) -> Message:
 
 def unlink_warning(view: AccountView) -> Message:
     account = _esc(view.account_id)
+    revoke = (
+        " The stored token is revoked at Salesforce." if view.status == LinkStatus.LINKED else ""
+    )
     return _message(
         f"Unlink VCC account {view.account_id} from Salesforce?",
         [
@@ -415,7 +418,7 @@ def unlink_warning(view: AccountView) -> Message:
                 f":warning: *Unlink VCC account {account} from Salesforce?*\n"
                 f"{link_details(view)}\n\nThe Salesforce integration for this account will "
                 "stop working: VCC will no longer look up records or create a task at the "
-                "end of calls. The stored token is revoked at Salesforce."
+                f"end of calls.{revoke}"
             ),
             ActionsBlock(
                 block_id="vcc_unlink",
@@ -447,8 +450,8 @@ def unlink_warning(view: AccountView) -> Message:
 
 def unlinked_result(view: AccountView) -> Message:
     text = (
-        f":broken_chain: VCC account *{_esc(view.account_id)}* is now *Unlinked*. The token "
-        f"was revoked at Salesforce. Link it again with `/vcc link {_esc(view.account_id)}`."
+        f":broken_chain: VCC account *{_esc(view.account_id)}* is now *Unlinked*: VCC no longer "
+        f"uses Salesforce for it. Link it again with `/vcc link {_esc(view.account_id)}`."
     )
     return _message(text, [_section(text)])
 

@@ -189,3 +189,23 @@ def test_unlinking_an_unlinked_account_says_so(slack_client):
     reply = slack_client.replies(slack_client.command("unlink acme"))[0]
     assert "is not linked" in text_of(reply)
     assert buttons(reply) == {}
+
+
+def test_a_legacy_account_unlinks_without_a_token_to_revoke(slack_client, bot, salesforce):
+    with bot.runtime.db.transaction() as session:
+        repo.insert_account(
+            session,
+            VccAccount(
+                team_id="T0001",
+                account_id="old",
+                status=LinkStatus.LEGACY,
+                environment="production",
+                sf_username="legacy-api@acme.example",
+            ),
+        )
+    warning = text_of(slack_client.replies(slack_client.command("unlink old"))[0])
+    assert "will stop working" in warning and "revoked at Salesforce" not in warning
+    result = slack_client.replies(slack_client.click(ids.UNLINK_CONFIRM, "old"))[0]
+    assert "now *Unlinked*" in text_of(result)
+    assert stored(bot, "old").status == "Unlinked"
+    assert [r for r in salesforce.production.requests if r.path.endswith("/revoke")] == []

@@ -123,7 +123,9 @@ class Settings(DatabaseSettings):
     def _admin_users(cls, v: object) -> frozenset[str]:
         if isinstance(v, str):
             v = [u.strip() for u in v.split(",") if u.strip()]
-        users = frozenset(v)  # type: ignore[arg-type]
+        if not isinstance(v, list | tuple | set | frozenset):
+            raise ValueError("must be Slack user ids separated by commas")
+        users = frozenset(str(u) for u in v)
         bad = sorted(u for u in users if not SLACK_USER_ID.match(u))
         if bad:
             raise ValueError(f"not Slack user ids: {', '.join(bad)}")

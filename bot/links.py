@@ -524,6 +524,7 @@ class LinkService:
         host = self._host(row.environment, row.login_host)
         new_token: str | None = None
         warnings: list[str] | None = None
+        reason: str | None
         try:
             token = self._cipher.decrypt(stored)
             async with asyncio.timeout(self._check_timeout):

@@ -9,7 +9,7 @@ import asyncio
 import html
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -97,7 +97,7 @@ def create_web_app(
     slack: AsyncSlackRequestHandler | None,
     signing_secret: str,
     cookie_secure: bool,
-    background: Callable[[], Awaitable[None]] | None = None,
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> Starlette:
     """The app; `background` (the health monitor) runs while the app is served."""
     verifier = SignatureVerifier(signing_secret)

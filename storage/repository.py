@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, insert, or_, update
+from sqlalchemy import Insert, delete, insert, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -191,6 +191,7 @@ def lock_api_user(session: Session, *, org_id: str, sf_user_id: str, now: dateti
     """
     values = {"org_id": org_id, "sf_user_id": sf_user_id, "created_at": now}
     dialect = session.get_bind().dialect.name
+    stmt: Insert
     if dialect == "postgresql":
         stmt = pg_insert(ApiUser).values(**values).on_conflict_do_nothing()
     elif dialect == "sqlite":

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from storage.models import Environment, Health, LinkStatus, VccAccount
+from storage.models import AuditEvent, Environment, Health, LinkStatus, VccAccount
 from storage.repository import AttemptProblem
 
 DEFAULT_ACCOUNT = "default"
@@ -175,6 +175,19 @@ class AuditEntry:
     org_id: str | None
     sf_username: str | None
     detail: str | None
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditEntry:
+        return cls(
+            event=event.event,
+            actor=event.actor,
+            at=event.created_at,
+            team_id=event.team_id,
+            account_id=event.account_id,
+            org_id=event.org_id,
+            sf_username=event.sf_username,
+            detail=event.detail,
+        )
 
 
 class Notifier(Protocol):

@@ -177,19 +177,7 @@ class LinkService:
         rows = await self._db.run(
             lambda s: repo.recent_events(s, team_id=team_id, account_id=account_id, limit=limit)
         )
-        return [
-            AuditEntry(
-                event=r.event,
-                actor=r.actor,
-                at=r.created_at,
-                team_id=r.team_id,
-                account_id=r.account_id,
-                org_id=r.org_id,
-                sf_username=r.sf_username,
-                detail=r.detail,
-            )
-            for r in rows
-        ]
+        return [AuditEntry.of(row) for row in rows]
 
     # -- linking -------------------------------------------------------------------
 
@@ -336,7 +324,7 @@ class LinkService:
         # From here until the link is committed (or the token revoked) the token is
         # recorded as pending, so a crash in between cannot leave it live forever.
         live_token = grant.refresh_token or grant.access_token
-        pending_id = await self._db.run(
+        pending = await self._db.run(
             lambda s: repo.add_pending_token(
                 s,
                 login_host=host,
@@ -346,6 +334,8 @@ class LinkService:
                 now=self._now(),
             )
         )
+        assert pending.id is not None
+        pending_id = pending.id
         try:
             return await self._record(ctx, host, grant, pending_id)
         except LinkError:
@@ -401,16 +391,13 @@ class LinkService:
                 # The old token now belongs to no link: pending until revoked, so a failed
                 # revoke or a crash before it is retried rather than forgotten.
                 old_token, old_host = previous
-                replaced = repo.get_pending_token(
+                replaced = repo.add_pending_token(
                     session,
-                    pending_id=repo.add_pending_token(
-                        session,
-                        login_host=old_host or host,
-                        token_encrypted=old_token,
-                        team_id=ctx.team_id,
-                        account_id=ctx.account_id,
-                        now=now,
-                    ),
+                    login_host=old_host or host,
+                    token_encrypted=old_token,
+                    team_id=ctx.team_id,
+                    account_id=ctx.account_id,
+                    now=now,
                 )
 
             def audit(event: AuditKind, detail: str | None = None) -> None:

@@ -356,7 +356,7 @@ def add_pending_token(
     team_id: str,
     account_id: str,
     now: datetime,
-) -> int:
+) -> PendingToken:
     pending = PendingToken(
         login_host=login_host,
         token_encrypted=token_encrypted,
@@ -366,12 +366,7 @@ def add_pending_token(
     )
     session.add(pending)
     session.flush()
-    assert pending.id is not None
-    return pending.id
-
-
-def get_pending_token(session: Session, *, pending_id: int) -> PendingToken | None:
-    return session.get(PendingToken, pending_id)
+    return pending
 
 
 def delete_pending_token(session: Session, *, pending_id: int) -> None:

@@ -16,6 +16,21 @@ def stored(bot, account: str = "acme"):
         return repo.get_account(session, team_id="T0001", account_id=account)
 
 
+def add_legacy(bot, account: str) -> None:
+    """An account linked by the old method, as `vcc-bot import-legacy` records it."""
+    with bot.runtime.db.transaction() as session:
+        repo.insert_account(
+            session,
+            VccAccount(
+                team_id="T0001",
+                account_id=account,
+                status=LinkStatus.LEGACY,
+                environment="production",
+                sf_username="legacy-api@acme.example",
+            ),
+        )
+
+
 def status_replies(slack_client, account: str = "acme", count: int = 2, user: str | None = None):
     kw = {"user": user} if user else {}
     return slack_client.replies(slack_client.command(f"status {account}", **kw), count)
@@ -35,17 +50,7 @@ def test_status_of_an_unknown_account_is_unlinked(slack_client):
 
 
 def test_status_shows_legacy_with_relink_recommended(slack_client, bot):
-    with bot.runtime.db.transaction() as session:
-        repo.insert_account(
-            session,
-            VccAccount(
-                team_id="T0001",
-                account_id="old",
-                status=LinkStatus.LEGACY,
-                environment="production",
-                sf_username="legacy-api@acme.example",
-            ),
-        )
+    add_legacy(bot, "old")
     reply = slack_client.replies(slack_client.command("status old"))[0]
     body = text_of(reply)
     assert "*Legacy*" in body and "Relink recommended" in body
@@ -192,17 +197,7 @@ def test_unlinking_an_unlinked_account_says_so(slack_client):
 
 
 def test_a_legacy_account_unlinks_without_a_token_to_revoke(slack_client, bot, salesforce):
-    with bot.runtime.db.transaction() as session:
-        repo.insert_account(
-            session,
-            VccAccount(
-                team_id="T0001",
-                account_id="old",
-                status=LinkStatus.LEGACY,
-                environment="production",
-                sf_username="legacy-api@acme.example",
-            ),
-        )
+    add_legacy(bot, "old")
     warning = text_of(slack_client.replies(slack_client.command("unlink old"))[0])
     assert "will stop working" in warning and "revoked at Salesforce" not in warning
     result = slack_client.replies(slack_client.click(ids.UNLINK_CONFIRM, "old"))[0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -23,15 +23,18 @@ from slack_sdk.models.views import View
 
 from bot import ids
 from bot.domain import (
+    MAX_ACCOUNTS_PER_API_USER,
     AccountView,
     AuditEntry,
+    Environment,
+    Health,
     HealthCheck,
     LinkError,
     LinkResult,
-    LoginContext,
+    LinkStatus,
+    LoginLink,
 )
 from bot.messages import API_USER_NEEDS, LOGIN_ADVICE, describe
-from storage.models import Environment, Health, LinkStatus
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,14 @@ def link_prompt(view: AccountView) -> Message:
             "Choose an environment to *relink* it; the current link keeps working until "
             "the new one is made."
         )
+        if view.api_user_full:
+            intro += (
+                f"\n:warning: Its API user already holds {MAX_ACCOUNTS_PER_API_USER} "
+                "approvals (one per linked VCC account). Relinking with the same user is a "
+                "sixth approval, and Salesforce then revokes that user's *oldest* one, which "
+                "may belong to another VCC account. Relink with another API user, or unlink "
+                "one of its accounts first."
+            )
     elif view.status == LinkStatus.LEGACY:
         intro = (
             f"VCC account *{account}* is *Legacy* (linked by an older method). "
@@ -183,8 +194,9 @@ def check_your_dms(account_id: str, environment: Environment) -> Message:
     return _message(text, [_section(text)])
 
 
-def login_link(ctx: LoginContext, url: str, expires_in: timedelta) -> Message:
-    minutes = int(expires_in.total_seconds() // 60)
+def login_link(link: LoginLink) -> Message:
+    ctx, url = link.context, link.url
+    minutes = int(link.expires_in.total_seconds() // 60)
     return _message(
         f"Log in to Salesforce to link VCC account {ctx.account_id}",
         [
@@ -367,8 +379,12 @@ def status(
             reason=_esc(view.health_reason or "unknown"), account=account
         )
         blocks.append(_section(line))
-    if view.health_checked_at and not checking:
-        blocks.append(_context(f"Last checked {_when(view.health_checked_at)}"))
+    checked_at = check.checked_at if check is not None else None
+    checked_at = checked_at or view.health_checked_at
+    if checked_at and not checking:
+        reused = " (a recent check's result: Salesforce was not asked again)"
+        suffix = reused if check is not None and check.reused else ""
+        blocks.append(_context(f"Last checked {_when(checked_at)}{suffix}"))
     blocks += _history(history)
     return _message(f"VCC account {view.account_id}: Linked", blocks)
 
@@ -382,11 +398,15 @@ def recovered_notice(view: AccountView) -> Message:
     return _message(f"Salesforce link of VCC account {view.account_id} recovered", [_section(text)])
 
 
-def sixth_approval_dm(refused_account: str, revoked: list[AccountView]) -> Message:
+def approval_revoked_dm(account_id: str, revoked: list[AccountView], *, refused: bool) -> Message:
     names = ", ".join(f"*{_esc(v.account_id)}*" for v in revoked)
+    linking = (
+        f"Linking *{_esc(account_id)}* was refused, but Salesforce still counted the approval"
+        if refused
+        else f"*{_esc(account_id)}* is linked, but its approval was a sixth one for that API user"
+    )
     text = (
-        f":warning: Linking *{_esc(refused_account)}* was refused, but Salesforce still "
-        f"counted the approval and revoked the oldest link of that API user: VCC account "
+        f":warning: {linking} and revoked the oldest link of that API user: VCC account "
         f"{names} no longer works. Relink it with another API user (`/vcc link ACCOUNT`)."
     )
     return _message("A sixth approval revoked an existing link", [_section(text)])

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx2
@@ -20,15 +21,30 @@ from starlette.applications import Starlette
 from bot.admins import AdminPolicy
 from bot.config import DatabaseSettings, Settings, SettingsError, load, load_settings
 from bot.crypto import TokenCipher, generate_key
-from bot.links import LinkService
-from bot.maintenance import LegacyImportError, export_audit, import_legacy, rotate_keys
+from bot.domain import Environment
+from bot.links import (
+    Background,
+    Hosts,
+    LinkHealth,
+    LinkService,
+    LoginFlow,
+    PendingTokens,
+    Store,
+)
+from bot.maintenance import (
+    LegacyImportError,
+    RotationReport,
+    export_audit,
+    import_legacy,
+    rotate_keys,
+)
 from bot.monitor import HealthMonitor
 from bot.notify import SlackNotifier
 from bot.salesforce import SalesforceClient
 from bot.slack_app import Services, create_app
 from bot.web import create_web_app
 from storage.db import Database, create_db_engine, upgrade
-from storage.models import Environment
+from storage.models import utcnow
 
 log = logging.getLogger("vcc")
 
@@ -38,10 +54,21 @@ class Runtime:
     settings: Settings
     db: Database
     cipher: TokenCipher
+    salesforce: SalesforceClient
     links: LinkService
+    login: LoginFlow
+    health: LinkHealth
+    pending: PendingTokens
+    background: Background
     monitor: HealthMonitor
     bolt: AsyncApp
     web: Starlette
+
+    async def aclose(self) -> None:
+        """Finish what is under way (bounded), then close the shared clients."""
+        await self.background.aclose(within=10)
+        await self.health.idle()
+        await self.salesforce.aclose()
 
 
 def build(
@@ -54,7 +81,7 @@ def build(
 
     `salesforce_transport` lets tests route Salesforce hosts (custom domains) to loopback.
     """
-    engine = create_db_engine(settings.database_url)
+    engine = create_db_engine(settings.database_url, timeout=settings.database_timeout)
     upgrade(engine)
     db = Database(engine)
     slack_client = AsyncWebClient(
@@ -64,39 +91,91 @@ def build(
         retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
     )
     cipher = TokenCipher(settings.encryption_keys)
-    links = LinkService(
-        db=db,
-        cipher=cipher,
-        salesforce=SalesforceClient(
-            client_id=settings.salesforce_client_id,
-            client_secret=settings.salesforce_client_secret.get_secret_value(),
-            redirect_uri=settings.salesforce_callback_url,
-            transport=salesforce_transport,
-        ),
-        notifier=SlackNotifier(slack_client),
-        login_hosts={
+    salesforce = SalesforceClient(
+        client_id=settings.salesforce_client_id,
+        client_secret=settings.salesforce_client_secret.get_secret_value(),
+        redirect_uri=settings.salesforce_callback_url,
+        transport=salesforce_transport,
+    )
+    notifier = SlackNotifier(slack_client)
+    store = Store(db)
+    hosts = Hosts(
+        {
             Environment.PRODUCTION: settings.salesforce_production_url,
             Environment.SANDBOX: settings.salesforce_sandbox_url,
-        },
+        }
+    )
+    background = Background()
+    pending = PendingTokens(store=store, cipher=cipher, salesforce=salesforce, clock=utcnow)
+    health = LinkHealth(
+        store=store,
+        cipher=cipher,
+        salesforce=salesforce,
+        hosts=hosts,
+        pending=pending,
+        notifier=notifier,
+        clock=utcnow,
+        interval=timedelta(seconds=settings.vcc_health_interval),
+        reuse_for=timedelta(seconds=settings.vcc_check_reuse),
+    )
+    login = LoginFlow(
+        store=store,
+        cipher=cipher,
+        salesforce=salesforce,
+        hosts=hosts,
+        pending=pending,
+        health=health,
+        notifier=notifier,
+        background=background,
         public_url=settings.public_url,
+        clock=utcnow,
+    )
+    links = LinkService(
+        store=store,
+        cipher=cipher,
+        salesforce=salesforce,
+        hosts=hosts,
+        notifier=notifier,
+        clock=utcnow,
     )
     bolt = create_app(
         client=slack_client,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
-        services=Services(links=links, admins=AdminPolicy(slack_client, settings.vcc_admin_users)),
+        services=Services(
+            links=links,
+            login=login,
+            health=health,
+            notifier=notifier,
+            admins=AdminPolicy(slack_client, settings.vcc_admin_users),
+        ),
     )
-    monitor = HealthMonitor(db=db, links=links, interval_seconds=settings.vcc_health_interval)
-    web = create_web_app(
-        links=links,
+    monitor = HealthMonitor(
+        store=store, health=health, pending=pending, interval_seconds=settings.vcc_health_interval
+    )
+    runtime = Runtime(
+        settings=settings,
         db=db,
+        cipher=cipher,
+        salesforce=salesforce,
+        links=links,
+        login=login,
+        health=health,
+        pending=pending,
+        background=background,
+        monitor=monitor,
+        bolt=bolt,
+        web=Starlette(),
+    )
+    runtime.web = create_web_app(
+        login=login,
+        ready=db.ready,
         slack=None if socket_mode else AsyncSlackRequestHandler(bolt),
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         cookie_secure=settings.cookie_secure,
         background=monitor.run_forever,
+        shutdown=runtime.aclose,
     )
-    return Runtime(
-        settings=settings, db=db, cipher=cipher, links=links, monitor=monitor, bolt=bolt, web=web
-    )
+    return runtime
 
 
 def configure_logging(level: str) -> None:
@@ -160,7 +239,7 @@ def serve(socket_mode: bool) -> int:
 
 
 def _database(settings: DatabaseSettings) -> Database:
-    engine = create_db_engine(settings.database_url)
+    engine = create_db_engine(settings.database_url, timeout=settings.database_timeout)
     upgrade(engine)
     return Database(engine)
 
@@ -216,8 +295,15 @@ def rotate_key_command() -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
     runtime = build(settings)
+
+    async def rotate() -> RotationReport:
+        try:
+            return await rotate_keys(runtime.db, runtime.cipher, runtime.health)
+        finally:
+            await runtime.aclose()
+
     try:
-        report = asyncio.run(rotate_keys(runtime.db, runtime.cipher, runtime.links))
+        report = asyncio.run(rotate())
     finally:
         runtime.db.dispose()
     print(f"Re-encrypted {report.rotated} token(s) with the first key of VCC_ENCRYPTION_KEY.")

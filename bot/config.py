@@ -43,6 +43,8 @@ class DatabaseSettings(BaseSettings):
     )
 
     database_url: str = "sqlite:///vcc-bot.db"
+    # How long a statement may wait for a lock or run before the bot says "try again".
+    database_timeout: float = Field(default=15.0, gt=0, le=300)
     log_level: str = "INFO"
 
     @field_validator("log_level")
@@ -68,6 +70,8 @@ class Settings(DatabaseSettings):
     host: str = "0.0.0.0"  # noqa: S104 - a server in a container listens on all interfaces
     port: int = Field(default=3000, ge=1, le=65535)
     vcc_health_interval: int = Field(default=3600, ge=1)
+    # /vcc status reuses a live check younger than this (each check costs API calls).
+    vcc_check_reuse: int = Field(default=30, ge=0, le=3600)
 
     @field_validator("slack_bot_token")
     @classmethod

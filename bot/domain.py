@@ -1,23 +1,84 @@
-"""The link domain's words: errors, the views handed to the edges, and the Notifier interface.
+"""The link domain's words: enums, errors, the views handed to the edges, the Notifier.
 
-No Slack, HTTP-framework or storage code here.
+No Slack, HTTP-framework or storage code here: storage imports these enums, not the
+other way round.
+
+Errors (every one a LinkError, which the edges turn into words with bot.messages):
+
+    LinkError
+    ├── InvalidAccountId, InvalidMyDomain        input refused before anything happens
+    ├── LoginLinkProblem                         login link or state unknown, expired, used,
+    │                                            from another browser, or withdrawn
+    ├── LoginCancelled                           the admin clicked Deny at Salesforce
+    ├── SalesforceLoginFailed                    Salesforce refused (an OAuth or REST error)
+    ├── SalesforceDown                           Salesforce unreachable, 5xx or busy
+    ├── ForgedResponse                           the token response's signature is wrong
+    ├── DatabaseDown                             our database did not answer in time
+    ├── MissingPermissions, ApiUserLimit         the API user cannot be linked
+    ├── NotLinked                                nothing to unlink
+    └── LinkChanged                              relinked or unlinked while this ran
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
-
-from storage.models import AuditEvent, Environment, Health, LinkStatus, VccAccount
-from storage.repository import AttemptProblem
 
 DEFAULT_ACCOUNT = "default"
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # A My Domain login host: NAME.my.salesforce.com, or NAME--SANDBOX.sandbox.my.salesforce.com.
 MY_DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?(?:\.sandbox)?\.my\.salesforce\.com$")
+
+
+# ---- the domain's words: storage imports these, never the other way ------------------
+
+MAX_ACCOUNTS_PER_API_USER = 5  # Salesforce keeps at most five approvals per user and app
+
+
+class LinkStatus(StrEnum):
+    UNLINKED = "Unlinked"
+    LINKED = "Linked"
+    LEGACY = "Legacy"
+
+
+class Health(StrEnum):
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    BROKEN = "broken"
+
+
+class Environment(StrEnum):
+    PRODUCTION = "production"
+    SANDBOX = "sandbox"
+    CUSTOM = "custom"  # the org's My Domain host, for orgs that block the generic hosts
+
+    @property
+    def label(self) -> str:
+        return "Custom domain" if self is Environment.CUSTOM else self.value.capitalize()
+
+
+class AuditKind(StrEnum):
+    LINK_STARTED = "link_started"
+    LINK_COMPLETED = "link_completed"
+    LINK_REFUSED = "link_refused"
+    LINK_CANCELLED = "link_cancelled"
+    UNLINKED = "unlinked"
+    BROKEN = "broken"
+    RECOVERED = "recovered"
+    LEGACY_IMPORTED = "legacy_imported"
+
+
+class AttemptProblem(StrEnum):
+    """Why a login link or OAuth state cannot be used."""
+
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    USED = "used"
+    OTHER_BROWSER = "other_browser"
+    WITHDRAWN = "withdrawn"  # the account was unlinked after the link was sent
 
 
 # ---- domain errors -------------------------------------------------------------------
@@ -33,8 +94,14 @@ class InvalidAccountId(LinkError):
         self.value = value
 
 
+class InvalidMyDomain(LinkError):
+    def __init__(self, value: str) -> None:
+        super().__init__(value)
+        self.value = value
+
+
 class LoginLinkProblem(LinkError):
-    """The login link or OAuth state is unknown, expired, used or from another browser."""
+    """The login link or OAuth state is unknown, expired, used, withdrawn or elsewhere."""
 
     def __init__(self, problem: AttemptProblem) -> None:
         super().__init__(problem.value)
@@ -46,7 +113,7 @@ class LoginCancelled(LinkError):
 
 
 class SalesforceLoginFailed(LinkError):
-    """Salesforce refused the login or the code exchange."""
+    """Salesforce refused: an OAuth error (code and description) or a REST error."""
 
     def __init__(self, error: str, description: str = "") -> None:
         super().__init__(error)
@@ -55,11 +122,22 @@ class SalesforceLoginFailed(LinkError):
 
 
 class SalesforceDown(LinkError):
-    """Salesforce could not be reached or answered 5xx; nothing changed."""
+    """Salesforce could not be reached, answered 5xx, or our bound on calls was full."""
 
 
 class ForgedResponse(LinkError):
-    """The token response's signature did not match the connected app's secret."""
+    """The token response's signature did not match the connected app's secret.
+
+    Carries the response's tokens so they can be revoked: they may work all the same.
+    """
+
+    def __init__(self, tokens: list[str] | None = None) -> None:
+        super().__init__("the token response's signature does not match")
+        self.tokens = tokens or []
+
+
+class DatabaseDown(LinkError):
+    """The bot's database did not answer in time; what was in flight was undone."""
 
 
 class MissingPermissions(LinkError):
@@ -81,20 +159,14 @@ class ApiUserLimit(LinkError):
         self.user_id = user_id
 
 
-class LinkChanged(LinkError):
-    """The link was replaced while this action ran; nothing of the new link was touched."""
-
-
-class InvalidMyDomain(LinkError):
-    def __init__(self, value: str) -> None:
-        super().__init__(value)
-        self.value = value
-
-
 class NotLinked(LinkError):
     def __init__(self, account_id: str) -> None:
         super().__init__(account_id)
         self.account_id = account_id
+
+
+class LinkChanged(LinkError):
+    """The link was replaced while this action ran; nothing of the new link was touched."""
 
 
 # ---- data handed to the edges (never a secret) --------------------------------------
@@ -108,6 +180,15 @@ class LoginContext:
     environment: Environment
     channel_id: str
     login_host: str | None = None  # a custom domain's https URL; else the environment's host
+
+
+@dataclass(frozen=True)
+class LoginLink:
+    """What the admin is sent: the URL to open, and how long it works."""
+
+    context: LoginContext
+    url: str
+    expires_in: timedelta
 
 
 @dataclass(frozen=True)
@@ -127,27 +208,14 @@ class AccountView:
     health: Health = Health.UNKNOWN
     health_reason: str | None = None
     health_checked_at: datetime | None = None
+    # How many VCC accounts (in every workspace) the same API user serves, this one included.
+    api_user_links: int = 0
 
-    @classmethod
-    def of(cls, account: VccAccount | None, *, team_id: str, account_id: str) -> AccountView:
-        if account is None:
-            return cls(team_id=team_id, account_id=account_id, status=LinkStatus.UNLINKED)
-        return cls(
-            team_id=account.team_id,
-            account_id=account.account_id,
-            status=LinkStatus(account.status),
-            environment=Environment(account.environment) if account.environment else None,
-            org_id=account.org_id,
-            sf_user_id=account.sf_user_id,
-            sf_username=account.sf_username,
-            instance_url=account.instance_url,
-            linked_by=account.linked_by,
-            linked_at=account.linked_at,
-            notify_channel=account.notify_channel,
-            warnings=json.loads(account.permission_warnings or "[]"),
-            health=Health(account.health),
-            health_reason=account.health_reason,
-            health_checked_at=account.health_checked_at,
+    @property
+    def api_user_full(self) -> bool:
+        """A relink would be a sixth approval: Salesforce revokes that user's oldest one."""
+        return self.status == LinkStatus.LINKED and self.api_user_links >= (
+            MAX_ACCOUNTS_PER_API_USER
         )
 
 
@@ -163,6 +231,8 @@ class HealthCheck:
     account: AccountView
     health: Health  # UNKNOWN here means "could not check"
     reason: str | None
+    checked_at: datetime | None = None  # when the result was found
+    reused: bool = False  # a recent check's result, not a new call to Salesforce
 
 
 @dataclass(frozen=True)
@@ -176,29 +246,17 @@ class AuditEntry:
     sf_username: str | None
     detail: str | None
 
-    @classmethod
-    def of(cls, event: AuditEvent) -> AuditEntry:
-        return cls(
-            event=event.event,
-            actor=event.actor,
-            at=event.created_at,
-            team_id=event.team_id,
-            account_id=event.account_id,
-            org_id=event.org_id,
-            sf_username=event.sf_username,
-            detail=event.detail,
-        )
-
 
 class Notifier(Protocol):
-    async def login_link(self, ctx: LoginContext, url: str, expires_in: timedelta) -> None: ...
+    """What the core tells people; the Slack implementation lives in bot.notify."""
+
     async def linked(self, ctx: LoginContext, result: LinkResult) -> None: ...
     async def link_failed(self, ctx: LoginContext, error: LinkError) -> None: ...
     async def unlinked(self, account: AccountView, by_user: str) -> None: ...
     async def broken(self, account: AccountView) -> None: ...
     async def recovered(self, account: AccountView) -> None: ...
-    async def revoked_by_sixth_approval(
-        self, ctx: LoginContext, accounts: list[AccountView]
+    async def revoked_by_approval(
+        self, ctx: LoginContext, accounts: list[AccountView], *, refused: bool
     ) -> None: ...
 
 

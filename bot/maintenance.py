@@ -14,11 +14,12 @@ from typing import TextIO
 from sqlmodel import Session
 
 from bot.crypto import TokenCipher, UndecryptableToken
-from bot.domain import ACCOUNT_ID
-from bot.links import UNDECRYPTABLE, LinkService
+from bot.domain import ACCOUNT_ID, Environment
+from bot.links import LinkHealth
+from bot.messages import UNDECRYPTABLE
 from storage import repository as repo
 from storage.db import Database
-from storage.models import Environment, utcnow
+from storage.models import utcnow
 
 TEAM_ID = re.compile(r"^[TE][A-Z0-9]{2,31}$")
 ORG_ID = re.compile(r"^00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
@@ -113,17 +114,18 @@ def import_legacy(db: Database, text: str, *, now: datetime | None = None) -> in
     def write(session: Session) -> int:
         problems = []
         for row in rows:
-            problem = repo.import_legacy_account(
-                session,
-                team_id=row.team_id,
-                account_id=row.account_id,
-                environment=row.environment,
-                sf_username=row.sf_username,
-                org_id=row.org_id,
-                now=when,
-            )
-            if problem:
-                problems.append(f"line {row.line}: {problem}")
+            try:
+                repo.import_legacy_account(
+                    session,
+                    team_id=row.team_id,
+                    account_id=row.account_id,
+                    environment=row.environment,
+                    sf_username=row.sf_username,
+                    org_id=row.org_id,
+                    now=when,
+                )
+            except repo.AlreadyLinked as exc:
+                problems.append(f"line {row.line}: {exc}; not replaced")
         if problems:
             raise LegacyImportError(problems)  # rolls the whole transaction back
         return len(rows)
@@ -132,7 +134,7 @@ def import_legacy(db: Database, text: str, *, now: datetime | None = None) -> in
 
 
 def export_audit(db: Database, out: TextIO, *, account_id: str | None, fmt: str) -> int:
-    events = db.call(partial(repo.all_events, account_id=account_id))
+    events = db.call(partial(repo.all_events, account_id=account_id), write=False)
     records = [
         {
             "id": e.id,
@@ -163,27 +165,27 @@ class RotationReport:
     undecryptable: list[str] = field(default_factory=list)  # "team/account"
 
 
-async def rotate_keys(db: Database, cipher: TokenCipher, links: LinkService) -> RotationReport:
+async def rotate_keys(db: Database, cipher: TokenCipher, health: LinkHealth) -> RotationReport:
     """Re-encrypt every stored token with the first key; mark undecryptable links broken."""
     report = RotationReport()
-    for account in await db.run(repo.accounts_with_tokens):
+    for account in await db.read(repo.accounts_with_tokens):
         assert account.id is not None and account.refresh_token_encrypted is not None
         old = account.refresh_token_encrypted
         try:
             new = cipher.rotate(old)
         except UndecryptableToken:
             report.undecryptable.append(f"{account.team_id}/{account.account_id}")
-            await links.mark_broken(
+            await health.mark_broken(
                 account.team_id, account.account_id, UNDECRYPTABLE, actor="operator"
             )
             continue
-        if await db.run(partial(repo.replace_token, account_pk=account.id, old=old, new=new)):
+        if await db.write(partial(repo.replace_token, account_pk=account.id, old=old, new=new)):
             report.rotated += 1
-    for pending in await db.run(repo.all_pending_tokens):
+    for pending in await db.read(repo.all_pending_tokens):
         assert pending.id is not None
         try:
             new = cipher.rotate(pending.token_encrypted)
         except UndecryptableToken:
             continue  # cannot be revoked either; revoke_stale_pending will drop it
-        await db.run(partial(repo.replace_pending_token, pending_pk=pending.id, new=new))
+        await db.write(partial(repo.replace_pending_token, pending_pk=pending.id, new=new))
     return report

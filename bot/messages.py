@@ -1,9 +1,11 @@
-"""Plain-language texts shared by Slack messages and the browser pages."""
+"""Plain-language texts: every sentence shown to people, in Slack, on pages or in history."""
 
 from __future__ import annotations
 
 from bot.domain import (
     ApiUserLimit,
+    AttemptProblem,
+    DatabaseDown,
     ForgedResponse,
     InvalidAccountId,
     InvalidMyDomain,
@@ -16,7 +18,6 @@ from bot.domain import (
     SalesforceDown,
     SalesforceLoginFailed,
 )
-from storage.repository import AttemptProblem
 
 API_USER_NEEDS = (
     "The API user needs a Salesforce licence, no login-hour or IP-range restrictions, "
@@ -41,7 +42,81 @@ _LINK_PROBLEMS = {
         "This login was started in another browser. Open the link from your Slack DM in "
         "one browser and finish there, or run /vcc link again."
     ),
+    AttemptProblem.WITHDRAWN: (
+        "This login link was withdrawn because the VCC account was unlinked after it was "
+        "sent. Nothing was linked; run /vcc link again if you still want the link."
+    ),
 }
+
+UNDECRYPTABLE = "The stored token cannot be decrypted with any key in VCC_ENCRYPTION_KEY; relink."
+NOT_REACHED = "Salesforce could not be reached."
+NOT_IN_TIME = "Salesforce did not answer in time; the check goes on and its result is recorded."
+NOT_VERIFIED = "Salesforce's answer could not be verified."
+DATABASE_SLOW = "The bot's database did not answer in time."
+BAD_CLIENT = (
+    "Salesforce refused the bot's connected-app credentials "
+    "(SALESFORCE_CLIENT_ID / SALESFORCE_CLIENT_SECRET)."
+)
+INACTIVE_USER = "The Salesforce API user is inactive."
+OTHER_USER = "The token belongs to another Salesforce user."
+
+
+def lost_permissions(missing: list[str]) -> str:
+    return "The API user lost required permissions: " + ", ".join(missing) + "."
+
+
+def broken_reason(refused: SalesforceLoginFailed) -> str:
+    """Explain a refused refresh or identity call the way an admin can act on it."""
+    description = refused.description.lower()
+    if refused.error == "invalid_grant" and "ip restricted" in description:
+        return "Salesforce refused the API user's login: IP restricted or invalid login hours."
+    if refused.error == "invalid_grant":
+        return (
+            "Salesforce refused the stored token (invalid_grant): it was revoked or has "
+            "expired, for example by an admin, the org's refresh-token policy, or a sixth "
+            "approval by the same API user."
+        )
+    if refused.error == "inactive_user":
+        return "The Salesforce API user is inactive (deactivated or frozen)."
+    if refused.error == "inactive_org":
+        return "The Salesforce org is locked or inactive."
+    if refused.error in ("identity_refused", "INVALID_SESSION_ID"):
+        # A token refreshed a moment ago and refused now: revoked meanwhile, or no access.
+        return (
+            "Salesforce refused a fresh access token for this link: it was revoked while "
+            "being checked, or the API user lost access."
+        )
+    detail = f": {refused.description}" if refused.description else ""
+    return f"Salesforce refused the link ({refused.error}{detail})."
+
+
+def refusal_reason(error: LinkError) -> str:
+    """A short, plain reason for the audit trail."""
+    match error:
+        case MissingPermissions(missing=missing):
+            return "missing required permissions: " + ", ".join(missing)
+        case ApiUserLimit(username=username, count=count):
+            return f"API user {username} already linked to {count} VCC accounts"
+        case SalesforceLoginFailed(error=code, description=description):
+            return f"Salesforce refused: {code}" + (f" ({description})" if description else "")
+        case SalesforceDown():
+            return "Salesforce unavailable"
+        case DatabaseDown():
+            return "database unavailable; the new token was revoked"
+        case ForgedResponse():
+            return "token response signature did not match"
+        case LoginLinkProblem(problem=problem):
+            return f"login link {problem.value}"
+    return type(error).__name__
+
+
+def sixth_approval_reason(username: str, account_id: str) -> str:
+    """Why a link died when the same API user approved a connection beyond five."""
+    return (
+        f"Salesforce revoked this link because the API user {username} approved a sixth "
+        f"connection (while linking VCC account {account_id}); Salesforce keeps at most five "
+        "per user. Relink this account with another API user."
+    )
 
 
 def describe(error: LinkError) -> tuple[str, str]:
@@ -64,6 +139,11 @@ def describe(error: LinkError) -> tuple[str, str]:
             return "Salesforce is not answering", (
                 "Salesforce could not be reached or had an error. Nothing changed; "
                 "try again in a few minutes."
+            )
+        case DatabaseDown():
+            return "The bot's database is not answering", (
+                "Nothing was linked, and any approval Salesforce had just given was revoked "
+                "again. Try again in a minute; if it keeps happening, tell the bot's operator."
             )
         case ForgedResponse():
             return "Answer could not be verified", (

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 
-from bot.links import MONITOR, LinkService
+from bot.links import LinkHealth, PendingTokens, Store
 from storage import repository as repo
-from storage.db import Database
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -20,24 +19,26 @@ MAX_TICK_SECONDS = 60.0
 
 
 class HealthMonitor:
-    """Each pass claims the accounts that are due and checks them.
+    """Each pass checks the accounts that are due.
 
-    A claim is one conditional UPDATE that moves the account's next check one interval
-    ahead; of several replicas passing at once exactly one wins each account, so each link
-    is checked once per interval however many replicas run.
+    Each check is claimed with one conditional UPDATE (LinkHealth.check_scheduled) that
+    moves the account's next check one interval ahead; of several replicas passing at
+    once exactly one wins each account, so each link is checked once per interval however
+    many replicas run.
     """
 
     def __init__(
         self,
         *,
-        db: Database,
-        links: LinkService,
+        store: Store,
+        health: LinkHealth,
+        pending: PendingTokens,
         interval_seconds: float,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._db = db
-        self._links = links
-        self._interval = timedelta(seconds=interval_seconds)
+        self._store = store
+        self._health = health
+        self._pending = pending
         self._tick = min(interval_seconds, MAX_TICK_SECONDS)
         self._now = clock
 
@@ -45,33 +46,22 @@ class HealthMonitor:
         """Check every account that is due now; returns how many this replica checked."""
         checked = 0
         while True:
-            now = self._now()
-            due = await self._db.run(partial(repo.due_for_check, now=now, limit=BATCH))
+            due = await self._store.read(partial(repo.due_for_check, now=self._now(), limit=BATCH))
             claimed = 0
             for account in due:
-                assert account.id is not None
-                won = await self._db.run(
-                    partial(
-                        repo.claim_check,
-                        account_pk=account.id,
-                        seen=account.next_check_at,
-                        until=now + self._interval,
-                    )
-                )
-                if won:
+                if await self._health.check_scheduled(account):
                     claimed += 1
-                    await self._links.check(account.team_id, account.account_id, actor=MONITOR)
             checked += claimed
             if len(due) < BATCH or claimed == 0:
                 return checked
 
     async def run_forever(self) -> None:
         """Tokens left pending by a dead process first, then a pass every tick."""
-        await self._guarded(self._links.revoke_stale_pending)
+        await self._guarded(self._pending.sweep)
         while True:
             await asyncio.sleep(self._tick)
             await self._guarded(self.run_once)
-            await self._guarded(self._links.revoke_stale_pending)
+            await self._guarded(self._pending.sweep)
 
     async def _guarded(self, step: Callable[[], Awaitable[object]]) -> None:
         try:

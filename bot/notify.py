@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
-from bot.domain import AccountView, LinkError, LinkResult, LoginContext
+from bot.domain import AccountView, LinkError, LinkResult, LoginContext, LoginLink
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +45,9 @@ class SlackNotifier:
             return error
         return None
 
-    async def login_link(self, ctx: LoginContext, url: str, expires_in: timedelta) -> None:
-        # Not quiet: without this DM the admin cannot go on, so the caller must know.
-        await self.dm(ctx.user_id, blocks.login_link(ctx, url, expires_in))
+    async def login_link(self, link: LoginLink) -> None:
+        """Sent by the listener; not quiet: without it the admin cannot go on."""
+        await self.dm(link.context.user_id, blocks.login_link(link))
 
     async def linked(self, ctx: LoginContext, result: LinkResult) -> None:
         await self._dm_quietly(ctx.user_id, blocks.linked_dm(result))
@@ -68,7 +67,9 @@ class SlackNotifier:
     async def recovered(self, account: AccountView) -> None:
         await self._notice(account.notify_channel, blocks.recovered_notice(account))
 
-    async def revoked_by_sixth_approval(
-        self, ctx: LoginContext, accounts: list[AccountView]
+    async def revoked_by_approval(
+        self, ctx: LoginContext, accounts: list[AccountView], *, refused: bool
     ) -> None:
-        await self._dm_quietly(ctx.user_id, blocks.sixth_approval_dm(ctx.account_id, accounts))
+        await self._dm_quietly(
+            ctx.user_id, blocks.approval_revoked_dm(ctx.account_id, accounts, refused=refused)
+        )

@@ -1,8 +1,10 @@
 """Salesforce OAuth 2.0 web-server flow and the few REST calls the bot needs.
 
 authlib drives the OAuth steps (a fresh client per step, holding only data we pass in);
-httpx2, which authlib itself uses, makes the REST calls. Every failure raises a
-SalesforceError subclass.
+httpx2, which authlib itself uses, makes the REST calls. Every step goes through one
+process-wide httpx2 client: one connection pool and one TLS context, whose limits bound
+how many calls are under way at once (building a TLS context costs milliseconds of CPU on
+the event loop, per client). Every failure raises a SalesforceError subclass.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ RECOMMENDED_PERMISSIONS = {
     "PermissionsModifyAllData": "Modify All Data",
 }
 _INVALID_FIELD = re.compile(r"No such column '(\w+)'")
+# At most this many Salesforce calls at once per process; more wait up to POOL_WAIT for a
+# connection and then fail as "unavailable", so a burst cannot build an unbounded backlog.
+MAX_CONNECTIONS = 32
+POOL_WAIT = 5.0
 
 
 class SalesforceError(Exception):
@@ -129,8 +135,24 @@ def _ids_from_identity_url(identity_url: str) -> tuple[str, str]:
     return parts[-2], parts[-1]
 
 
+class _ThroughSharedClient(httpx2.AsyncBaseTransport):
+    """Lets a per-step authlib client send through the shared client, and never close it."""
+
+    def __init__(self, client: httpx2.AsyncClient) -> None:
+        self._client = client
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self._client.send(request, stream=True)
+
+    async def aclose(self) -> None:
+        pass  # the shared client is closed once, at shutdown
+
+
 class SalesforceClient:
-    """Talks to Salesforce for one connected app (client id and secret)."""
+    """Talks to Salesforce for one connected app (client id and secret).
+
+    Call `aclose()` at shutdown: it closes the shared connection pool.
+    """
 
     def __init__(
         self,
@@ -140,12 +162,24 @@ class SalesforceClient:
         redirect_uri: str,
         timeout: float = 10.0,
         transport: httpx2.AsyncBaseTransport | None = None,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self._client_id = client_id
         self._client_secret = client_secret
         self._redirect_uri = redirect_uri
         self._timeout = timeout
-        self._transport = transport
+        limits = httpx2.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._http = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(timeout, pool=POOL_WAIT),
+            limits=limits,
+            transport=transport,
+        )
+        self._shared = _ThroughSharedClient(self._http)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
     @asynccontextmanager
     async def _oauth(self) -> AsyncIterator[AsyncOAuth2Client]:
@@ -158,7 +192,7 @@ class SalesforceClient:
             scope=SCOPE,
             code_challenge_method="S256",
             timeout=self._timeout,
-            transport=self._transport,
+            transport=self._shared,
         ) as client:
             try:
                 yield client
@@ -242,10 +276,9 @@ class SalesforceClient:
 
     async def _get(self, url: str, access_token: str, **params: str) -> httpx2.Response:
         try:
-            async with httpx2.AsyncClient(timeout=self._timeout, transport=self._transport) as http:
-                response = await http.get(
-                    url, params=params, headers={"Authorization": f"Bearer {access_token}"}
-                )
+            response = await self._http.get(
+                url, params=params, headers={"Authorization": f"Bearer {access_token}"}
+            )
         except httpx2.HTTPError as exc:
             raise SalesforceUnavailable(f"Salesforce could not be reached ({exc})") from None
         if response.status_code >= 500:

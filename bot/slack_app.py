@@ -14,14 +14,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import listeners
 from bot.admins import AdminPolicy
-from bot.links import LinkService
+from bot.links import LinkHealth, LinkService, LoginFlow
+from bot.notify import SlackNotifier
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Services:
+    """What listeners may declare as parameters (bolt injects context keys by name)."""
+
     links: LinkService
+    login: LoginFlow
+    health: LinkHealth
+    notifier: SlackNotifier
     admins: AdminPolicy
 
 
@@ -46,8 +52,8 @@ def create_app(*, client: AsyncWebClient, signing_secret: str, services: Service
 
     async def inject_services(context: AsyncBoltContext, next: Callable[[], Awaitable[Any]]) -> Any:
         # Context keys become listener arguments: handlers simply declare `links`.
-        context["links"] = services.links
-        context["admins"] = services.admins
+        for name, service in vars(services).items():
+            context[name] = service
         return await next()
 
     app.middleware(inject_services)

@@ -9,7 +9,7 @@ import asyncio
 import html
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -19,12 +19,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot.domain import LinkError, LoginLinkProblem
-from bot.links import LinkService
+from bot.domain import AttemptProblem, DatabaseDown, LinkError, LoginLinkProblem
+from bot.links import Callback, LoginFlow
 from bot.messages import describe
-from storage.db import Database
-from storage.repository import AttemptProblem
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("vcc.access")
@@ -53,6 +52,7 @@ _PROBLEM_STATUS = {
     AttemptProblem.EXPIRED: 410,
     AttemptProblem.USED: 409,
     AttemptProblem.OTHER_BROWSER: 403,
+    AttemptProblem.WITHDRAWN: 410,
 }
 
 # The pages show results only: no scripts, no framing, nothing cached, and no Referer
@@ -76,7 +76,11 @@ def page(title: str, *paragraphs: str, status: int = 200, ok: bool = True) -> HT
 
 def error_page(error: LinkError) -> HTMLResponse:
     title, detail = describe(error)
-    status = _PROBLEM_STATUS[error.problem] if isinstance(error, LoginLinkProblem) else 400
+    status = 400
+    if isinstance(error, LoginLinkProblem):
+        status = _PROBLEM_STATUS[error.problem]
+    elif isinstance(error, DatabaseDown):
+        status = 503
     return page(title, detail, status=status, ok=False)
 
 
@@ -92,14 +96,16 @@ def slack_signature_ok(verifier: SignatureVerifier, request: Request, body: byte
 
 def create_web_app(
     *,
-    links: LinkService,
-    db: Database,
+    login: LoginFlow,
+    ready: Callable[[], Awaitable[bool]],
     slack: AsyncSlackRequestHandler | None,
     signing_secret: str,
     cookie_secure: bool,
     background: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
-    """The app; `background` (the health monitor) runs while the app is served."""
+    """The app; `background` (the health monitor) runs while the app is served, and
+    `shutdown` (finish work in flight, close clients) runs when it stops."""
     verifier = SignatureVerifier(signing_secret)
 
     async def slack_events(request: Request) -> Response:
@@ -109,17 +115,19 @@ def create_web_app(
         assert slack is not None
         return await slack.handle(request)
 
-    async def login(request: Request) -> Response:
+    async def open_login(request: Request) -> Response:
         try:
-            url, browser = await links.open_login(
+            opened = await login.open(
                 request.path_params["token"], request.cookies.get(BROWSER_COOKIE)
             )
         except LinkError as exc:
             return error_page(exc)
-        response = RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+        response = RedirectResponse(
+            opened.salesforce_url, status_code=302, headers={"Cache-Control": "no-store"}
+        )
         response.set_cookie(
             BROWSER_COOKIE,
-            browser,
+            opened.browser_secret,
             max_age=COOKIE_MAX_AGE,
             path="/salesforce/",
             httponly=True,
@@ -131,12 +139,14 @@ def create_web_app(
     async def callback(request: Request) -> Response:
         q = request.query_params
         try:
-            result = await links.complete(
-                state=q.get("state"),
-                browser_secret=request.cookies.get(BROWSER_COOKIE),
-                code=q.get("code"),
-                error=q.get("error"),
-                error_description=q.get("error_description"),
+            result = await login.complete(
+                Callback(
+                    state=q.get("state"),
+                    browser_secret=request.cookies.get(BROWSER_COOKIE),
+                    code=q.get("code"),
+                    error=q.get("error"),
+                    error_description=q.get("error_description"),
+                )
             )
         except LinkError as exc:
             return error_page(exc)
@@ -150,14 +160,16 @@ def create_web_app(
 
     async def healthz(_: Request) -> Response:
         try:
-            await asyncio.wait_for(asyncio.to_thread(db.ping), timeout=5)
-        except Exception as exc:  # any failure means "not healthy"; say which kind
-            log.warning("health check failed: %s", type(exc).__name__)
+            ok = await asyncio.wait_for(ready(), timeout=5)
+        except TimeoutError:
+            ok = False
+        if not ok:
+            log.warning("health check failed: the database did not answer")
             return JSONResponse({"ok": False, "database": "unreachable"}, status_code=503)
         return JSONResponse({"ok": True, "database": "ok"})
 
     routes = [
-        Route(f"{LOGIN_PREFIX}{{token}}", login, methods=["GET"]),
+        Route(f"{LOGIN_PREFIX}{{token}}", open_login, methods=["GET"]),
         Route("/salesforce/callback", callback, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
@@ -174,14 +186,12 @@ def create_web_app(
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
+            if shutdown is not None:
+                await shutdown()
 
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.add_middleware(AccessLog)  # type: ignore[arg-type]
+    app.add_middleware(AccessLog)
     return app
-
-
-Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
 
 
 def loggable_path(path: str) -> str:
@@ -197,14 +207,14 @@ class AccessLog:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500
 
-        async def capture(message: MutableMapping[str, Any]) -> None:
+        async def capture(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

@@ -1,4 +1,10 @@
-"""Engine, sessions and migrations, built from a URL when asked (never at import time)."""
+"""Engine, sessions and migrations, built from a URL when asked (never at import time).
+
+Transactions say whether they write. On SQLite only writers take the database's write
+lock when they begin (BEGIN IMMEDIATE); readers begin deferred and, in WAL mode, read
+alongside a writer. A database that does not answer within the timeout raises
+StorageUnavailable, whatever the driver said.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+DEFAULT_TIMEOUT = 15.0  # seconds a statement may wait for a lock or run
+_WRITE = "vcc_write"  # execution option: this transaction writes
+
+
+class StorageUnavailable(Exception):
+    """The database could not be reached, or did not answer within the timeout."""
 
 
 def normalise_url(url: str) -> str:
@@ -25,16 +37,16 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Engine:
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         # Session work runs in worker threads, so the connection must be allowed to move
-        # between them; the timeout lets a writer wait for another instead of failing.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # between them; the busy timeout lets a writer wait for another, within bounds.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # SQLAlchemy, not the driver, starts transactions (see _begin_immediate).
+            # SQLAlchemy, not the driver, starts transactions (see _begin).
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -43,14 +55,27 @@ def create_db_engine(url: str) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Any) -> None:
-            # Take the write lock when the transaction starts: concurrent linkers then
-            # queue (up to the timeout) instead of reading the same state and both
-            # writing, and nobody fails on a read lock that cannot be upgraded.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn: Any) -> None:
+            # A writer takes the write lock at once: concurrent linkers then queue instead
+            # of reading the same state and both writing, and none fails on a read lock it
+            # cannot upgrade. A reader takes no lock and never waits for a writer.
+            write = conn.get_execution_options().get(_WRITE, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    millis = int(timeout * 1000)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=timeout,
+        connect_args={
+            "connect_timeout": max(1, int(timeout)),
+            # A locked row or a stuck statement fails in bounded time instead of hanging.
+            "options": f"-c lock_timeout={millis} -c statement_timeout={millis}",
+        },
+    )
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -66,27 +91,46 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 class Database:
-    """Hands out short transactions; `run` keeps blocking database calls off the event loop."""
+    """Hands out short transactions; `read` and `write` keep blocking calls off the loop."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._writer = engine.execution_options(**{_WRITE: True})
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            yield session
+    def transaction(self, *, write: bool = True) -> Iterator[Session]:
+        bind = self._writer if write else self.engine
+        try:
+            with Session(bind, expire_on_commit=False) as session, session.begin():
+                yield session
+        except (exc.OperationalError, exc.TimeoutError) as error:
+            # Locked past the timeout, refused, dropped or cancelled: the caller only
+            # needs to know the database did not answer. IntegrityError and the like
+            # are bugs or rules and pass through.
+            cause = getattr(error, "orig", None) or error
+            raise StorageUnavailable(type(cause).__name__) from error
 
-    def call(self, fn: Callable[[Session], T]) -> T:
-        with self.transaction() as session:
+    def call(self, fn: Callable[[Session], T], *, write: bool = True) -> T:
+        with self.transaction(write=write) as session:
             return fn(session)
 
-    async def run(self, fn: Callable[[Session], T]) -> T:
-        return await asyncio.to_thread(self.call, fn)
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        return await asyncio.to_thread(self.call, fn, write=False)
+
+    async def write(self, fn: Callable[[Session], T]) -> T:
+        return await asyncio.to_thread(self.call, fn, write=True)
 
     def ping(self) -> bool:
-        with self.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        with self.transaction(write=False) as session:
+            session.exec(text("SELECT 1"))  # type: ignore[call-overload]
         return True
+
+    async def ready(self) -> bool:
+        """True when the database answers; for /healthz."""
+        try:
+            return await asyncio.to_thread(self.ping)
+        except StorageUnavailable:
+            return False
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from sqlalchemy import (
     CheckConstraint,
@@ -16,6 +15,29 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlmodel import Field, SQLModel
+
+from bot.domain import (
+    MAX_ACCOUNTS_PER_API_USER,
+    AuditKind,
+    Environment,
+    Health,
+    LinkStatus,
+)
+
+__all__ = [
+    "MAX_ACCOUNTS_PER_API_USER",
+    "ApiUser",
+    "AuditEvent",
+    "AuditKind",
+    "Environment",
+    "Health",
+    "LinkFields",
+    "LinkStatus",
+    "LoginAttempt",
+    "PendingToken",
+    "VccAccount",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -46,43 +68,22 @@ def _ts(*, nullable: bool = True) -> Column:  # type: ignore[type-arg]
     return Column(UTCDateTime(), nullable=nullable)
 
 
-class LinkStatus(StrEnum):
-    UNLINKED = "Unlinked"
-    LINKED = "Linked"
-    LEGACY = "Legacy"
+class LinkFields(SQLModel):
+    """What a completed link records about its Salesforce side (no secret in clear)."""
+
+    environment: str | None = Field(default=None, max_length=16)
+    login_host: str | None = Field(default=None, max_length=255)
+    instance_url: str | None = Field(default=None, max_length=255)
+    identity_url: str | None = Field(default=None, max_length=512)
+    org_id: str | None = Field(default=None, max_length=18)
+    sf_user_id: str | None = Field(default=None, max_length=18)
+    sf_username: str | None = Field(default=None, max_length=255)
+    permission_warnings: str | None = Field(default=None, sa_type=Text)
+    linked_by: str | None = Field(default=None, max_length=32)
+    notify_channel: str | None = Field(default=None, max_length=32)
 
 
-class Health(StrEnum):
-    UNKNOWN = "unknown"
-    HEALTHY = "healthy"
-    BROKEN = "broken"
-
-
-class Environment(StrEnum):
-    PRODUCTION = "production"
-    SANDBOX = "sandbox"
-    CUSTOM = "custom"  # the org's My Domain host, for orgs that block the generic hosts
-
-    @property
-    def label(self) -> str:
-        return "Custom domain" if self is Environment.CUSTOM else self.value.capitalize()
-
-
-MAX_ACCOUNTS_PER_API_USER = 5
-
-
-class AuditKind(StrEnum):
-    LINK_STARTED = "link_started"
-    LINK_COMPLETED = "link_completed"
-    LINK_REFUSED = "link_refused"
-    LINK_CANCELLED = "link_cancelled"
-    UNLINKED = "unlinked"
-    BROKEN = "broken"
-    RECOVERED = "recovered"
-    LEGACY_IMPORTED = "legacy_imported"
-
-
-class VccAccount(SQLModel, table=True):
+class VccAccount(LinkFields, table=True):
     """One VCC account of one Slack workspace and its link to a Salesforce API user."""
 
     __tablename__ = "vcc_account"
@@ -102,24 +103,17 @@ class VccAccount(SQLModel, table=True):
     team_id: str = Field(max_length=32)
     account_id: str = Field(max_length=64)
     status: str = Field(default=LinkStatus.UNLINKED, max_length=16)
-    environment: str | None = Field(default=None, max_length=16)
-    login_host: str | None = Field(default=None, max_length=255)
-    instance_url: str | None = Field(default=None, max_length=255)
-    identity_url: str | None = Field(default=None, max_length=512)
-    org_id: str | None = Field(default=None, max_length=18)
-    sf_user_id: str | None = Field(default=None, max_length=18)
-    sf_username: str | None = Field(default=None, max_length=255)
     api_user_slot: int | None = Field(default=None)
     refresh_token_encrypted: str | None = Field(default=None, sa_column=Column(Text))
-    permission_warnings: str | None = Field(default=None, sa_column=Column(Text))
-    linked_by: str | None = Field(default=None, max_length=32)
     linked_at: datetime | None = Field(default=None, sa_column=_ts())
-    notify_channel: str | None = Field(default=None, max_length=32)
     health: str = Field(default=Health.UNKNOWN, max_length=16)
     health_reason: str | None = Field(default=None, sa_column=Column(Text))
     health_checked_at: datetime | None = Field(default=None, sa_column=_ts())
-    # The health monitor's claim: a replica that moves this forward owns the next check.
+    # The claim on the next check, shared by the monitor and live checks: a replica that
+    # moves next_check_at forward owns the next scheduled check; one that sets
+    # check_lease_until owns the check under way until it records its result.
     next_check_at: datetime | None = Field(default=None, sa_column=_ts())
+    check_lease_until: datetime | None = Field(default=None, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
 
 
@@ -176,6 +170,7 @@ class LoginAttempt(SQLModel, table=True):
     """
 
     __tablename__ = "login_attempt"
+    __table_args__ = (Index("ix_login_attempt_account", "team_id", "account_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     link_hash: str = Field(max_length=64, unique=True)
@@ -191,3 +186,4 @@ class LoginAttempt(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
     expires_at: datetime = Field(sa_column=_ts(nullable=False))
     consumed_at: datetime | None = Field(default=None, sa_column=_ts())
+    withdrawn_at: datetime | None = Field(default=None, sa_column=_ts())  # unlinked meanwhile

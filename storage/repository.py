@@ -1,23 +1,31 @@
-"""The only place that writes SQL: keyword-only functions over a Session."""
+"""The only place that writes SQL: keyword-only functions over a Session.
+
+One failure convention: a function raises when it refuses (ApiUserFull, AttemptRefused,
+AlreadyLinked, LinkReplaced), and returns a bool only where it can lose a race that the
+caller simply accepts (claim_check, replace_token).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
-from sqlalchemy import Insert, delete, insert, or_, update
+from sqlalchemy import ColumnElement, Insert, delete, insert, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from storage.models import (
+from bot.domain import (
     MAX_ACCOUNTS_PER_API_USER,
-    ApiUser,
-    AuditEvent,
+    AttemptProblem,
     AuditKind,
     Health,
     LinkStatus,
+)
+from storage.models import (
+    ApiUser,
+    AuditEvent,
+    LinkFields,
     LoginAttempt,
     PendingToken,
     VccAccount,
@@ -28,13 +36,6 @@ from storage.models import (
 ATTEMPT_RETENTION = timedelta(days=1)
 
 
-class AttemptProblem(StrEnum):
-    UNKNOWN = "unknown"
-    EXPIRED = "expired"
-    USED = "used"
-    OTHER_BROWSER = "other_browser"
-
-
 class ApiUserFull(Exception):
     """The Salesforce API user already has the maximum number of VCC accounts."""
 
@@ -43,19 +44,46 @@ class ApiUserFull(Exception):
         self.linked = linked  # (team id, account id): plain data, valid after the rollback
 
 
-@dataclass(frozen=True)
-class LinkDetails:
-    environment: str
-    login_host: str
-    instance_url: str
-    identity_url: str
-    org_id: str
-    sf_user_id: str
-    sf_username: str
+class AttemptRefused(Exception):
+    """A login link or state cannot be used, and why."""
+
+    def __init__(self, problem: AttemptProblem) -> None:
+        super().__init__(problem.value)
+        self.problem = problem
+
+
+class LinkReplaced(Exception):
+    """The link is not the one the caller read: relinked or unlinked meanwhile."""
+
+
+class AlreadyLinked(Exception):
+    """A Legacy import would overwrite a Linked account."""
+
+
+class LinkRecord(LinkFields):
+    """A completed link as save_link stores it: its fields plus the encrypted token."""
+
     refresh_token_encrypted: str
-    permission_warnings: str | None
-    linked_by: str
-    notify_channel: str
+
+
+@dataclass(frozen=True)
+class HealthRecorded:
+    account: VccAccount
+    before: Health
+
+
+@dataclass(frozen=True)
+class SavedLink:
+    """What save_link replaced: the old token (now owned by no link) and the health before."""
+
+    account: VccAccount
+    replaced_token: str | None
+    replaced_host: str | None
+    health_before: Health
+
+    @property
+    def relinked(self) -> bool:
+        return self.replaced_token is not None
 
 
 def get_account(
@@ -67,6 +95,21 @@ def get_account(
     if for_update:
         query = query.with_for_update()  # a row lock on PostgreSQL; SQLite's is the transaction
     return session.exec(query).first()
+
+
+def _current(session: Session, *, team_id: str, account_id: str, token: str | None) -> VccAccount:
+    """The account, locked, if it still holds the token the caller read; else LinkReplaced."""
+    account = get_account(session, team_id=team_id, account_id=account_id, for_update=True)
+    if account is None or account.refresh_token_encrypted != token:
+        raise LinkReplaced()
+    return account
+
+
+def count_api_user_links(session: Session, *, org_id: str, sf_user_id: str) -> int:
+    return len(accounts_for_api_user(session, org_id=org_id, sf_user_id=sf_user_id))
+
+
+# ---- login links ---------------------------------------------------------------------
 
 
 def create_login_attempt(
@@ -102,11 +145,21 @@ def create_login_attempt(
 def _diagnose(attempt: LoginAttempt | None, *, now: datetime) -> AttemptProblem:
     if attempt is None:
         return AttemptProblem.UNKNOWN
+    if attempt.withdrawn_at is not None:
+        return AttemptProblem.WITHDRAWN
     if attempt.consumed_at is not None:
         return AttemptProblem.USED
     if attempt.expires_at <= now:
         return AttemptProblem.EXPIRED
     return AttemptProblem.OTHER_BROWSER
+
+
+def _usable(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (
+        col(LoginAttempt.consumed_at).is_(None),
+        col(LoginAttempt.withdrawn_at).is_(None),
+        col(LoginAttempt.expires_at) > now,
+    )
 
 
 def bind_login_attempt(
@@ -117,18 +170,18 @@ def bind_login_attempt(
     state_hash: str,
     code_verifier_encrypted: str,
     now: datetime,
-) -> LoginAttempt | AttemptProblem:
+) -> LoginAttempt:
     """Bind a login link to the first browser that opens it, with a fresh state.
 
     The same browser may open it again (a closed tab); a second browser may not. One
-    conditional UPDATE decides, so two browsers racing cannot both win.
+    conditional UPDATE decides, so two browsers racing cannot both win. Raises
+    AttemptRefused with the reason otherwise.
     """
     result = session.exec(
         update(LoginAttempt)
         .where(
             col(LoginAttempt.link_hash) == link_hash,
-            col(LoginAttempt.consumed_at).is_(None),
-            col(LoginAttempt.expires_at) > now,
+            *_usable(now),
             or_(
                 col(LoginAttempt.browser_hash).is_(None),
                 col(LoginAttempt.browser_hash) == browser_hash,
@@ -143,19 +196,18 @@ def bind_login_attempt(
     attempt = session.exec(select(LoginAttempt).where(LoginAttempt.link_hash == link_hash)).first()
     if result.rowcount == 1 and attempt is not None:
         return attempt
-    return _diagnose(attempt, now=now)
+    raise AttemptRefused(_diagnose(attempt, now=now))
 
 
 def consume_login_attempt(
     session: Session, *, state_hash: str, browser_hash: str | None, now: datetime
-) -> LoginAttempt | AttemptProblem:
+) -> LoginAttempt:
     """Use a state once: one UPDATE whose row count says whether this call won."""
     result = session.exec(
         update(LoginAttempt)
         .where(
             col(LoginAttempt.state_hash) == state_hash,
-            col(LoginAttempt.consumed_at).is_(None),
-            col(LoginAttempt.expires_at) > now,
+            *_usable(now),
             col(LoginAttempt.browser_hash) == (browser_hash or ""),
         )
         .values(consumed_at=now)
@@ -165,7 +217,34 @@ def consume_login_attempt(
     ).first()
     if result.rowcount == 1 and attempt is not None:
         return attempt
-    return _diagnose(attempt, now=now)
+    raise AttemptRefused(_diagnose(attempt, now=now))
+
+
+def require_not_withdrawn(session: Session, *, attempt_id: int) -> None:
+    """A login in flight when its account was unlinked must not link it again."""
+    attempt = session.get(LoginAttempt, attempt_id, with_for_update=True)
+    if attempt is None or attempt.withdrawn_at is not None:
+        raise AttemptRefused(AttemptProblem.WITHDRAWN)
+
+
+def withdraw_login_attempts(
+    session: Session, *, team_id: str, account_id: str, now: datetime
+) -> int:
+    """Make every outstanding login link of an account unusable, those in flight too."""
+    result = session.exec(
+        update(LoginAttempt)
+        .where(
+            col(LoginAttempt.team_id) == team_id,
+            col(LoginAttempt.account_id) == account_id,
+            col(LoginAttempt.withdrawn_at).is_(None),
+            col(LoginAttempt.expires_at) > now,
+        )
+        .values(withdrawn_at=now)
+    )
+    return int(result.rowcount)
+
+
+# ---- links -----------------------------------------------------------------------------
 
 
 def accounts_for_api_user(session: Session, *, org_id: str, sf_user_id: str) -> list[VccAccount]:
@@ -206,100 +285,98 @@ def lock_api_user(session: Session, *, org_id: str, sf_user_id: str, now: dateti
     ).one()
 
 
+def _free_slot(
+    session: Session, *, team_id: str, account_id: str, org_id: str, sf_user_id: str
+) -> int:
+    others = [
+        a
+        for a in accounts_for_api_user(session, org_id=org_id, sf_user_id=sf_user_id)
+        if (a.team_id, a.account_id) != (team_id, account_id)
+    ]
+    taken = {a.api_user_slot for a in others}
+    free = [n for n in range(1, MAX_ACCOUNTS_PER_API_USER + 1) if n not in taken]
+    if len(others) >= MAX_ACCOUNTS_PER_API_USER or not free:
+        raise ApiUserFull([(a.team_id, a.account_id) for a in others])
+    return free[0]
+
+
 def save_link(
-    session: Session,
-    *,
-    team_id: str,
-    account_id: str,
-    details: LinkDetails,
-    now: datetime,
-) -> tuple[tuple[str, str | None] | None, Health]:
+    session: Session, *, team_id: str, account_id: str, link: LinkRecord, now: datetime
+) -> SavedLink:
     """Record a completed link in one of the API user's five slots.
 
-    Returns the previous (encrypted token, login host), if any, and the health before.
     Raises ApiUserFull when the API user already serves five other VCC accounts
     (relinking the same account keeps its slot, so it does not count twice).
     """
-    lock_api_user(session, org_id=details.org_id, sf_user_id=details.sf_user_id, now=now)
+    assert link.org_id is not None and link.sf_user_id is not None
+    lock_api_user(session, org_id=link.org_id, sf_user_id=link.sf_user_id, now=now)
     account = get_account(session, team_id=team_id, account_id=account_id, for_update=True)
+    if account is None:
+        account = VccAccount(team_id=team_id, account_id=account_id)
     same_user = (
-        account is not None
-        and account.status == LinkStatus.LINKED
-        and (account.org_id, account.sf_user_id) == (details.org_id, details.sf_user_id)
+        account.status == LinkStatus.LINKED
+        and (account.org_id, account.sf_user_id) == (link.org_id, link.sf_user_id)
         and account.api_user_slot is not None
     )
     if same_user:
-        assert account is not None
         slot = account.api_user_slot
     else:
-        others = [
-            a
-            for a in accounts_for_api_user(
-                session, org_id=details.org_id, sf_user_id=details.sf_user_id
-            )
-            if (a.team_id, a.account_id) != (team_id, account_id)
-        ]
-        taken = {a.api_user_slot for a in others}
-        free = [n for n in range(1, MAX_ACCOUNTS_PER_API_USER + 1) if n not in taken]
-        if len(others) >= MAX_ACCOUNTS_PER_API_USER or not free:
-            raise ApiUserFull([(a.team_id, a.account_id) for a in others])
-        slot = free[0]
-    if account is None:
-        account = VccAccount(team_id=team_id, account_id=account_id)
-    previous = (
-        (account.refresh_token_encrypted, account.login_host)
-        if account.refresh_token_encrypted
-        else None
-    )
-    health_before = Health(account.health)
-    if not same_user:
+        slot = _free_slot(
+            session,
+            team_id=team_id,
+            account_id=account_id,
+            org_id=link.org_id,
+            sf_user_id=link.sf_user_id,
+        )
         # Leave the old slot before taking the new one: the unique constraint sees both.
         account.api_user_slot = None
         session.add(account)
         session.flush()
-    account.api_user_slot = slot
-    account.status = LinkStatus.LINKED
-    account.environment = details.environment
-    account.login_host = details.login_host
-    account.instance_url = details.instance_url
-    account.identity_url = details.identity_url
-    account.org_id = details.org_id
-    account.sf_user_id = details.sf_user_id
-    account.sf_username = details.sf_username
-    account.refresh_token_encrypted = details.refresh_token_encrypted
-    account.permission_warnings = details.permission_warnings
-    account.linked_by = details.linked_by
-    account.linked_at = now
-    account.notify_channel = details.notify_channel
-    account.health = Health.HEALTHY
-    account.health_reason = None
-    account.health_checked_at = now
-    account.next_check_at = None
-    account.updated_at = now
+    saved = SavedLink(
+        account=account,
+        replaced_token=account.refresh_token_encrypted,
+        replaced_host=account.login_host,
+        health_before=Health(account.health),
+    )
+    account.sqlmodel_update(
+        link,
+        update={
+            "api_user_slot": slot,
+            "status": LinkStatus.LINKED,
+            "linked_at": now,
+            "health": Health.HEALTHY,
+            "health_reason": None,
+            "health_checked_at": now,
+            "next_check_at": None,
+            "check_lease_until": None,
+            "updated_at": now,
+        },
+    )
     session.add(account)
     session.flush()
-    return previous, health_before
+    return saved
+
+
+_UNLINKED = {
+    # The notification channel stays: it is where the account's next link is announced.
+    **{name: None for name in LinkFields.model_fields if name != "notify_channel"},
+    "status": LinkStatus.UNLINKED,
+    "api_user_slot": None,
+    "refresh_token_encrypted": None,
+    "linked_at": None,
+    "next_check_at": None,
+    "check_lease_until": None,
+    "health": Health.UNKNOWN,
+    "health_reason": None,
+}
 
 
 def mark_unlinked(
     session: Session, *, team_id: str, account_id: str, expected_token: str | None, now: datetime
-) -> VccAccount | None:
-    """Clear a link, unless it changed since the caller read it (a relink meanwhile)."""
-    account = get_account(session, team_id=team_id, account_id=account_id, for_update=True)
-    if account is None or account.refresh_token_encrypted != expected_token:
-        return None
-    account.status = LinkStatus.UNLINKED
-    account.api_user_slot = None
-    account.next_check_at = None
-    account.refresh_token_encrypted = None
-    account.environment = account.login_host = account.instance_url = None
-    account.identity_url = account.org_id = account.sf_user_id = account.sf_username = None
-    account.permission_warnings = None
-    account.linked_by = None
-    account.linked_at = None
-    account.health = Health.UNKNOWN
-    account.health_reason = None
-    account.updated_at = now
+) -> VccAccount:
+    """Clear a link; raises LinkReplaced if it changed since the caller read it."""
+    account = _current(session, team_id=team_id, account_id=account_id, token=expected_token)
+    account.sqlmodel_update({**_UNLINKED, "updated_at": now})
     session.add(account)
     session.flush()
     return account
@@ -314,28 +391,35 @@ def record_health(
     health: Health,
     reason: str | None,
     now: datetime,
-    new_token_encrypted: str | None = None,
     permission_warnings: str | None = None,
-) -> Health | None:
-    """Store a check's result; returns the health before it, or None if the link changed.
+) -> HealthRecorded:
+    """Store a check's result and release its lease; returns the row and the health before.
 
-    The row is locked, so of two checks finishing together only one sees the change.
+    Raises LinkReplaced if the link changed while it was checked (the result is about an
+    old token). The row is locked, so of two checks finishing together one sees the change.
     """
-    account = get_account(session, team_id=team_id, account_id=account_id, for_update=True)
-    if account is None or account.refresh_token_encrypted != expected_token:
-        return None
-    previous = Health(account.health)
-    account.health = health
-    account.health_reason = reason
-    account.health_checked_at = now
-    if new_token_encrypted is not None:
-        account.refresh_token_encrypted = new_token_encrypted
+    account = _current(session, team_id=team_id, account_id=account_id, token=expected_token)
+    before = Health(account.health)
+    changes: dict[str, object] = {
+        "health": health,
+        "health_reason": reason,
+        "health_checked_at": now,
+        "check_lease_until": None,
+        "updated_at": now,
+    }
     if permission_warnings is not None:
-        account.permission_warnings = permission_warnings
-    account.updated_at = now
+        changes["permission_warnings"] = permission_warnings
+    account.sqlmodel_update(changes)
     session.add(account)
     session.flush()
-    return previous
+    return HealthRecorded(account=account, before=before)
+
+
+def release_check(session: Session, *, account_pk: int) -> None:
+    """End a check that found nothing to record (Salesforce did not answer)."""
+    session.exec(
+        update(VccAccount).where(col(VccAccount.id) == account_pk).values(check_lease_until=None)
+    )
 
 
 def insert_account(session: Session, account: VccAccount) -> VccAccount:
@@ -345,7 +429,7 @@ def insert_account(session: Session, account: VccAccount) -> VccAccount:
     return account
 
 
-# ---- crash safety: tokens between exchange and commit ---------------------------------
+# ---- token custody: tokens between Salesforce's answer and their link ------------------
 
 
 def add_pending_token(
@@ -431,7 +515,7 @@ def all_events(session: Session, *, account_id: str | None = None) -> list[Audit
     return list(session.exec(query).all())
 
 
-# ---- health monitoring ---------------------------------------------------------------
+# ---- health checks: one at a time per account, across replicas ---------------------------
 
 
 def due_for_check(session: Session, *, now: datetime, limit: int) -> list[VccAccount]:
@@ -452,23 +536,41 @@ def due_for_check(session: Session, *, now: datetime, limit: int) -> list[VccAcc
 
 
 def claim_check(
-    session: Session, *, account_pk: int, seen: datetime | None, until: datetime
+    session: Session,
+    *,
+    account_pk: int,
+    now: datetime,
+    lease_until: datetime,
+    next_check_at: datetime | None = None,
+    seen: datetime | None = None,
 ) -> bool:
-    """Take the next check of one account; exactly one replica wins each interval."""
-    condition = (
-        col(VccAccount.next_check_at).is_(None)
-        if seen is None
-        else col(VccAccount.next_check_at) == seen
-    )
-    result = session.exec(
-        update(VccAccount)
-        .where(col(VccAccount.id) == account_pk, condition)
-        .values(next_check_at=until)
-    )
+    """Take the check of one account: one conditional UPDATE, so one replica wins.
+
+    Nobody may hold the lease (a check under way). A scheduled check (the monitor's,
+    which passes `next_check_at`) also needs next_check_at to be the value it has `seen`,
+    and moves it one interval ahead, so each is taken once per interval.
+    """
+    conditions = [
+        col(VccAccount.id) == account_pk,
+        col(VccAccount.status) == LinkStatus.LINKED,
+        or_(
+            col(VccAccount.check_lease_until).is_(None),
+            col(VccAccount.check_lease_until) <= now,
+        ),
+    ]
+    values: dict[str, datetime] = {"check_lease_until": lease_until}
+    if next_check_at is not None:
+        conditions.append(
+            col(VccAccount.next_check_at).is_(None)
+            if seen is None
+            else col(VccAccount.next_check_at) == seen
+        )
+        values["next_check_at"] = next_check_at
+    result = session.exec(update(VccAccount).where(*conditions).values(**values))
     return result.rowcount == 1
 
 
-# ---- tokens, for key rotation ----------------------------------------------------------
+# ---- tokens, for key rotation and rotated refresh tokens ---------------------------------
 
 
 def accounts_with_tokens(session: Session) -> list[VccAccount]:
@@ -486,7 +588,7 @@ def all_pending_tokens(session: Session) -> list[PendingToken]:
 
 
 def replace_token(session: Session, *, account_pk: int, old: str, new: str) -> bool:
-    """Swap an account's encrypted token unless it changed meanwhile."""
+    """Swap an account's encrypted token unless it changed meanwhile (a lost race)."""
     result = session.exec(
         update(VccAccount)
         .where(col(VccAccount.id) == account_pk, col(VccAccount.refresh_token_encrypted) == old)
@@ -513,19 +615,23 @@ def import_legacy_account(
     sf_username: str,
     org_id: str | None,
     now: datetime,
-) -> str | None:
-    """Record one account as Legacy; returns a problem instead if it is already Linked."""
+) -> None:
+    """Record one account as Legacy; raises AlreadyLinked rather than replace a link."""
     account = get_account(session, team_id=team_id, account_id=account_id, for_update=True)
     if account is not None and account.status == LinkStatus.LINKED:
-        return f"VCC account {account_id} of team {team_id} is already Linked; not replaced"
+        raise AlreadyLinked(f"VCC account {account_id} of team {team_id} is already Linked")
     if account is None:
         account = VccAccount(team_id=team_id, account_id=account_id)
-    account.status = LinkStatus.LEGACY
-    account.environment = environment
-    account.sf_username = sf_username
-    account.org_id = org_id
-    account.health = Health.UNKNOWN
-    account.updated_at = now
+    account.sqlmodel_update(
+        {
+            "status": LinkStatus.LEGACY,
+            "environment": environment,
+            "sf_username": sf_username,
+            "org_id": org_id,
+            "health": Health.UNKNOWN,
+            "updated_at": now,
+        }
+    )
     session.add(account)
     add_event(
         session,
@@ -537,4 +643,3 @@ def import_legacy_account(
         org_id=org_id,
         sf_username=sf_username,
     )
-    return None

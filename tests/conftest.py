@@ -171,6 +171,9 @@ def settings(
         vcc_encryption_key=Fernet.generate_key().decode(),
         host="127.0.0.1",
         port=public_port,
+        # Most tests are about what a live check finds, so none is reused here;
+        # test_core_lifecycles.py covers reuse at its default.
+        vcc_check_reuse=0,
     )
 
 

@@ -20,8 +20,8 @@ ORG, USER = "00D000000000001AAA", "005000000000001AAA"
 RACERS = 8
 
 
-def details(n: int) -> repo.LinkDetails:
-    return repo.LinkDetails(
+def details(n: int) -> repo.LinkRecord:
+    return repo.LinkRecord(
         environment="production",
         login_host="https://login.example",
         instance_url="https://acme.example",
@@ -60,7 +60,7 @@ def test_racing_saves_never_exceed_five_links(database_url):
     for n in (1, 2):
         Database(engine).call(
             lambda s, n=n: repo.save_link(
-                s, team_id=TEAM, account_id=f"existing-{n}", details=details(n), now=now
+                s, team_id=TEAM, account_id=f"existing-{n}", link=details(n), now=now
             )
         )
     engine.dispose()
@@ -81,7 +81,7 @@ def test_racing_saves_never_exceed_five_links(database_url):
                             session,
                             team_id=TEAM,
                             account_id=f"racer-{n}",
-                            details=details(100 + n),
+                            link=details(100 + n),
                             now=now,
                         )
                     outcomes[n] = "linked"

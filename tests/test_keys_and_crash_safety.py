@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, func, select, update
 
 from bot.config import Settings
-from bot.links import UNDECRYPTABLE
+from bot.messages import UNDECRYPTABLE
 from storage.models import PendingToken, VccAccount, utcnow
 from tests.conftest import CHANNEL, TEAM, RunningBot, SlackClient, text_of, wait_until
 from tests.flow import link, open_login, start_link
@@ -55,6 +55,7 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
         "PUBLIC_URL": settings.public_url,
         "DATABASE_URL": settings.database_url,
         "VCC_ENCRYPTION_KEY": settings.vcc_encryption_key.get_secret_value(),
+        "VCC_CHECK_REUSE": str(settings.vcc_check_reuse),
         **extra,
     }
 

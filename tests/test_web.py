@@ -28,7 +28,7 @@ def test_healthz_answers_ok_while_the_database_answers(bot):
 def test_healthz_is_503_when_the_database_does_not_answer(bot):
     db = Database(create_db_engine(UNREACHABLE_DB))
     app = create_web_app(
-        links=bot.runtime.links, db=db, slack=None, signing_secret="x", cookie_secure=False
+        login=bot.runtime.login, ready=db.ready, slack=None, signing_secret="x", cookie_secure=False
     )
 
     async def get_health():

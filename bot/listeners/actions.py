@@ -14,11 +14,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, ids
 from bot.admins import AdminPolicy
-from bot.domain import LinkError, LoginContext, parse_account_id, parse_my_domain
-from bot.links import LinkService
+from bot.domain import Environment, LinkError, LoginContext, parse_account_id, parse_my_domain
+from bot.links import LinkService, LoginFlow
 from bot.listeners.common import answering, reply, require_admin
 from bot.messages import describe
-from storage.models import Environment
+from bot.notify import SlackNotifier
 
 LINKING = "link VCC accounts"
 UNLINKING = "unlink VCC accounts"
@@ -48,11 +48,14 @@ def _channel(body: dict[str, Any]) -> str:
     return (body.get("channel") or {}).get("id") or body["container"]["channel_id"]
 
 
-async def _send_login(respond: AsyncRespond, links: LinkService, ctx: LoginContext) -> None:
+async def _send_login(
+    respond: AsyncRespond, login: LoginFlow, notifier: SlackNotifier, ctx: LoginContext
+) -> None:
     # Replace the buttons first, so a second click has nothing to hit.
     await reply(respond, blocks.check_your_dms(ctx.account_id, ctx.environment), replace=True)
+    link = await login.start(ctx)
     try:
-        await links.start_login(ctx)
+        await notifier.login_link(link)
     except SlackApiError as exc:
         await reply(respond, blocks.login_dm_failed(str(exc.response.get("error"))))
 
@@ -62,7 +65,8 @@ async def choose_environment(
     body: dict[str, Any],
     action: dict[str, Any],
     respond: AsyncRespond,
-    links: LinkService,
+    login: LoginFlow,
+    notifier: SlackNotifier,
     admins: AdminPolicy,
 ) -> None:
     await ack()
@@ -70,7 +74,7 @@ async def choose_environment(
         team_id, user_id, account_id = await _admin_click(body, respond, admins, LINKING)
         environment = Environment(ids.LINK_ENVIRONMENTS[action["action_id"]])
         ctx = LoginContext(team_id, user_id, account_id, environment, _channel(body))
-        await _send_login(respond, links, ctx)
+        await _send_login(respond, login, notifier, ctx)
 
 
 async def choose_custom_domain(
@@ -96,7 +100,8 @@ async def submit_custom_domain(
     ack: AsyncAck,
     body: dict[str, Any],
     view: dict[str, Any],
-    links: LinkService,
+    login: LoginFlow,
+    notifier: SlackNotifier,
     admins: AdminPolicy,
 ) -> None:
     value = view["state"]["values"][ids.MY_DOMAIN_BLOCK][ids.MY_DOMAIN_INPUT]["value"] or ""
@@ -116,7 +121,7 @@ async def submit_custom_domain(
         ctx = LoginContext(
             team_id, user_id, account_id, Environment.CUSTOM, meta["channel"], login_host
         )
-        await _send_login(respond, links, ctx)
+        await _send_login(respond, login, notifier, ctx)
 
 
 async def relink(

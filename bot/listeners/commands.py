@@ -10,10 +10,9 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot import blocks
 from bot.admins import AdminPolicy
-from bot.domain import NotLinked, parse_account_id
-from bot.links import LinkService
+from bot.domain import LinkStatus, NotLinked, parse_account_id
+from bot.links import LinkHealth, LinkService
 from bot.listeners.common import answering, reply, require_admin
-from storage.models import LinkStatus
 
 
 async def vcc(
@@ -21,6 +20,7 @@ async def vcc(
     command: dict[str, Any],
     respond: AsyncRespond,
     links: LinkService,
+    health: LinkHealth,
     admins: AdminPolicy,
 ) -> None:
     await ack()
@@ -34,7 +34,7 @@ async def vcc(
     async with answering(respond):
         account_id = parse_account_id(arg)
         if sub == "status":
-            await _status(respond, links, team_id, user_id, account_id)
+            await _status(respond, links, health, team_id, user_id, account_id)
             return
         action = "see the history of" if sub == "history" else sub
         await require_admin(admins, respond, team_id, user_id, f"{action} VCC accounts")
@@ -53,7 +53,12 @@ async def vcc(
 
 
 async def _status(
-    respond: AsyncRespond, links: LinkService, team_id: str, user_id: str, account_id: str
+    respond: AsyncRespond,
+    links: LinkService,
+    health: LinkHealth,
+    team_id: str,
+    user_id: str,
+    account_id: str,
 ) -> None:
     view = await links.account(team_id, account_id)
     history = await links.history(team_id, account_id, limit=3)
@@ -61,7 +66,7 @@ async def _status(
         await reply(respond, blocks.status(view, history=history))
         return
     await reply(respond, blocks.status(view, checking=True, history=history))
-    check = await links.check(team_id, account_id, actor=user_id)
+    check = await health.check(team_id, account_id, actor=user_id)
     history = await links.history(team_id, account_id, limit=3)
     await reply(respond, blocks.status(check.account, check, history=history), replace=True)
 

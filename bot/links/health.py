@@ -1,0 +1,381 @@
+"""Link health: is a link alive? One live check per account at a time, across replicas.
+
+A live check refreshes the token, then reads the identity and the permissions. Concurrent
+askers in one process share one check; across replicas the check is claimed in the
+database (the lease on the account's row, also taken by the monitor), and a replica that
+loses the claim waits for the winner's recorded result. Transitions (broken, recovered)
+are decided from that single result, so they are announced once.
+
+A check is never cancelled midway: a person's wait is bounded, the check itself goes on
+and records what it found. A rotated refresh token is stored the moment it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from sqlmodel import Session
+
+from bot import messages
+from bot.crypto import TokenCipher, UndecryptableToken
+from bot.domain import (
+    AccountView,
+    AuditKind,
+    DatabaseDown,
+    ForgedResponse,
+    Health,
+    HealthCheck,
+    LinkStatus,
+    LoginContext,
+    Notifier,
+    SalesforceDown,
+    SalesforceLoginFailed,
+)
+from bot.links.common import MONITOR, Hosts, account_view
+from bot.links.errors import Store, salesforce
+from bot.links.pending import PendingTokens
+from bot.salesforce import Identity, Permissions, SalesforceClient
+from storage import repository as repo
+from storage.models import VccAccount
+
+log = logging.getLogger(__name__)
+
+# A check younger than this is reused: Salesforce API calls count against the org's limits.
+REUSE_FOR = timedelta(seconds=30)
+# How long a claimed check may run before another replica may take it over.
+LEASE = timedelta(seconds=60)
+# A person waits this long for a live check; the check itself goes on.
+WAIT_SECONDS = 6.0
+# Refresh errors that say the connected app is misconfigured, not that the link broke.
+_APP_ERRORS = {"invalid_client"}
+
+
+def transition(before: Health | None, after: Health) -> AuditKind | None:
+    """The change worth recording and announcing: once per change, never for the same state."""
+    if before is None or before == after:
+        return None
+    if after == Health.BROKEN:
+        return AuditKind.BROKEN
+    if after == Health.HEALTHY and before == Health.BROKEN:
+        return AuditKind.RECOVERED
+    return None
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """What one live check found, before it is recorded."""
+
+    health: Health
+    reason: str | None
+    token: str  # the encrypted token the verdict is about (rotated or not)
+    warnings: list[str] | None = None
+
+
+def judge(
+    row: VccAccount, identity: Identity, permissions: Permissions
+) -> tuple[Health, str | None]:
+    """A working token's verdict: the right user, active, with the required permissions."""
+    missing = permissions.missing_required()
+    if not identity.active:
+        return Health.BROKEN, messages.INACTIVE_USER
+    if (identity.org_id, identity.user_id) != (row.org_id, row.sf_user_id):
+        return Health.BROKEN, messages.OTHER_USER
+    if missing:
+        return Health.BROKEN, messages.lost_permissions(missing)
+    return Health.HEALTHY, None
+
+
+class LinkHealth:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cipher: TokenCipher,
+        salesforce: SalesforceClient,
+        hosts: Hosts,
+        pending: PendingTokens,
+        notifier: Notifier,
+        clock: Callable[[], datetime],
+        interval: timedelta,
+        wait_seconds: float = WAIT_SECONDS,
+        reuse_for: timedelta = REUSE_FOR,
+    ) -> None:
+        self._store = store
+        self._cipher = cipher
+        self._sf = salesforce
+        self._hosts = hosts
+        self._pending = pending
+        self._notifier = notifier
+        self._now = clock
+        self._interval = interval
+        self._wait = wait_seconds
+        self._reuse_for = reuse_for
+        self._inflight: dict[tuple[str, str], asyncio.Task[HealthCheck | None]] = {}
+
+    # -- asking ------------------------------------------------------------------------
+
+    async def check(
+        self,
+        team_id: str,
+        account_id: str,
+        *,
+        actor: str = MONITOR,
+        reuse: bool = True,
+        wait: bool = True,
+        revoked_reason: str | None = None,
+    ) -> HealthCheck:
+        """Is the link alive? A recent result is reused; otherwise one live check runs.
+
+        With `wait`, a person waits at most a few seconds; the check goes on regardless.
+        `revoked_reason` explains an invalid_grant when the caller knows its cause.
+        """
+        row = await self._store.read(
+            partial(repo.get_account, team_id=team_id, account_id=account_id)
+        )
+        view = account_view(row, team_id=team_id, account_id=account_id)
+        if row is None or view.status != LinkStatus.LINKED or not row.refresh_token_encrypted:
+            return HealthCheck(view, Health.UNKNOWN, None)
+        checked = row.health_checked_at
+        if reuse and checked is not None and self._now() - checked < self._reuse_for:
+            return HealthCheck(view, view.health, view.health_reason, checked, reused=True)
+        key = (team_id, account_id)
+        if not reuse and key in self._inflight:
+            # A check that began before this question may have missed what prompted it.
+            await asyncio.gather(asyncio.shield(self._inflight[key]), return_exceptions=True)
+        task = self._shared(row, actor=actor, revoked_reason=revoked_reason, scheduled=False)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(task), self._wait if wait else None)
+        except TimeoutError:
+            return HealthCheck(view, Health.UNKNOWN, messages.NOT_IN_TIME)
+        return result or await self._current(row)
+
+    async def check_scheduled(self, row: VccAccount) -> HealthCheck | None:
+        """The monitor's check of a due account, claimed once per interval across replicas.
+
+        None when another check has it (here or in another replica): the monitor moves on.
+        """
+        if (row.team_id, row.account_id) in self._inflight:
+            return None
+        task = self._shared(row, actor=MONITOR, revoked_reason=None, scheduled=True)
+        return await asyncio.shield(task)
+
+    def _shared(
+        self,
+        row: VccAccount,
+        *,
+        actor: str,
+        revoked_reason: str | None,
+        scheduled: bool,
+    ) -> asyncio.Task[HealthCheck | None]:
+        key = (row.team_id, row.account_id)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._claimed(row, actor, revoked_reason, scheduled))
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._forget(key, done))
+        return task
+
+    def _forget(self, key: tuple[str, str], task: asyncio.Task[HealthCheck | None]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+
+    async def idle(self) -> None:
+        """Wait for the checks under way (at shutdown: a refresh is never cut midway)."""
+        if self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+    # -- one check -----------------------------------------------------------------------
+
+    async def _claimed(
+        self, row: VccAccount, actor: str, revoked_reason: str | None, scheduled: bool
+    ) -> HealthCheck | None:
+        assert row.id is not None
+        now = self._now()
+        won = await self._store.write(
+            partial(
+                repo.claim_check,
+                account_pk=row.id,
+                now=now,
+                lease_until=now + LEASE,
+                # Only the monitor's checks move the schedule; a person's check does not.
+                next_check_at=now + self._interval if scheduled else None,
+                seen=row.next_check_at,
+            )
+        )
+        if not won:
+            # Scheduled: another replica has this interval's check. Asked: share its result.
+            return None if scheduled else await self._result_of_other_check(row)
+        try:
+            verdict = await self._live(row, revoked_reason)
+        except (SalesforceDown, SalesforceLoginFailed, ForgedResponse, DatabaseDown) as exc:
+            return await self._not_checked(row, exc)
+        if verdict is None:  # relinked or unlinked meanwhile
+            return await self._current(row)
+        return await self._record(row, verdict, actor=actor)
+
+    async def _live(self, row: VccAccount, revoked_reason: str | None) -> _Verdict | None:
+        assert row.id is not None and row.refresh_token_encrypted is not None
+        stored = row.refresh_token_encrypted
+        host = self._hosts.login_host(row.environment, row.login_host)
+        try:
+            token = self._cipher.decrypt(stored)
+        except UndecryptableToken:
+            return _Verdict(Health.BROKEN, messages.UNDECRYPTABLE, stored)
+        try:
+            grant = await salesforce(partial(self._sf.refresh, host, token))
+        except ForgedResponse as forged:
+            await self._pending.revoke_all(host, forged.tokens)  # not ours to keep
+            raise
+        except SalesforceLoginFailed as refused:
+            if refused.error in _APP_ERRORS:
+                raise
+            reason = messages.broken_reason(refused)
+            if refused.error == "invalid_grant" and revoked_reason:
+                reason = revoked_reason
+            return _Verdict(Health.BROKEN, reason, stored)
+        if grant.refresh_token and grant.refresh_token != token:
+            # Rotation is on and the old token is now dead: keep the new one before
+            # anything else can fail.
+            kept = await self._pending.keep_rotated(
+                account_pk=row.id, host=host, old_encrypted=stored, new_token=grant.refresh_token
+            )
+            if kept is None:
+                return None
+            stored = kept
+        try:
+            identity = await salesforce(partial(self._sf.identity, grant))
+            permissions = await salesforce(partial(self._sf.permissions, grant))
+        except SalesforceLoginFailed as refused:
+            return _Verdict(Health.BROKEN, messages.broken_reason(refused), stored)
+        verdict, why = judge(row, identity, permissions)
+        return _Verdict(verdict, why, stored, permissions.missing_recommended())
+
+    async def _not_checked(self, row: VccAccount, error: Exception) -> HealthCheck:
+        """Nothing was learnt: release the claim, keep the stored state, say why."""
+        assert row.id is not None
+        reason = {
+            SalesforceDown: messages.NOT_REACHED,
+            ForgedResponse: messages.NOT_VERIFIED,
+            DatabaseDown: messages.DATABASE_SLOW,
+            SalesforceLoginFailed: messages.BAD_CLIENT,
+        }[type(error)]
+        if not isinstance(error, DatabaseDown):
+            with suppress(DatabaseDown):  # else the lease runs out by itself
+                await self._store.write(partial(repo.release_check, account_pk=row.id))
+        current = await self._current(row)
+        return HealthCheck(current.account, Health.UNKNOWN, reason)
+
+    async def _current(self, row: VccAccount) -> HealthCheck:
+        fresh = await self._store.read(
+            partial(repo.get_account, team_id=row.team_id, account_id=row.account_id)
+        )
+        view = account_view(fresh, team_id=row.team_id, account_id=row.account_id)
+        return HealthCheck(view, view.health, view.health_reason, view.health_checked_at)
+
+    async def _result_of_other_check(self, row: VccAccount) -> HealthCheck:
+        """Another replica holds the claim: wait for the result it records, within its lease."""
+        deadline = asyncio.get_running_loop().time() + LEASE.total_seconds()
+        while True:
+            fresh = await self._store.read(
+                partial(repo.get_account, team_id=row.team_id, account_id=row.account_id)
+            )
+            done = fresh is None or fresh.check_lease_until is None
+            if done or asyncio.get_running_loop().time() > deadline:
+                view = account_view(fresh, team_id=row.team_id, account_id=row.account_id)
+                return HealthCheck(
+                    view, view.health, view.health_reason, view.health_checked_at, reused=True
+                )
+            await asyncio.sleep(0.2)
+
+    async def _record(self, row: VccAccount, verdict: _Verdict, *, actor: str) -> HealthCheck:
+        now = self._now()
+        team_id, account_id = row.team_id, row.account_id
+
+        def save(session: Session) -> repo.HealthRecorded:
+            recorded = repo.record_health(
+                session,
+                team_id=team_id,
+                account_id=account_id,
+                expected_token=verdict.token,
+                health=verdict.health,
+                reason=verdict.reason,
+                now=now,
+                permission_warnings=None
+                if verdict.warnings is None
+                else json.dumps(verdict.warnings),
+            )
+            change = transition(recorded.before, verdict.health)
+            if change is not None:
+                repo.add_event(
+                    session,
+                    team_id=team_id,
+                    account_id=account_id,
+                    event=change,
+                    actor=actor,
+                    now=now,
+                    org_id=row.org_id,
+                    sf_username=row.sf_username,
+                    detail=verdict.reason,
+                )
+            return recorded
+
+        try:
+            recorded = await self._store.write(save)
+        except repo.LinkReplaced:
+            return await self._current(row)  # the result is about a token no link holds
+        view = account_view(recorded.account, team_id=team_id, account_id=account_id)
+        change = transition(recorded.before, verdict.health)
+        if change == AuditKind.BROKEN:
+            await self._notifier.broken(view)
+        elif change == AuditKind.RECOVERED:
+            await self._notifier.recovered(view)
+        return HealthCheck(view, verdict.health, verdict.reason, now)
+
+    # -- after a link, and for operators -------------------------------------------------
+
+    async def recheck_api_user(
+        self, ctx: LoginContext, *, org_id: str, sf_user_id: str, username: str, refused: bool
+    ) -> list[AccountView]:
+        """Salesforce may have revoked this API user's oldest approval: find what it cost.
+
+        Called after every link, relink and refused link; the links found broken are
+        announced in their channels (as any break is) and listed to the admin.
+        """
+        accounts = await self._store.read(
+            partial(repo.accounts_for_api_user, org_id=org_id, sf_user_id=sf_user_id)
+        )
+        reason = messages.sixth_approval_reason(username, ctx.account_id)
+        revoked = []
+        for account in accounts:
+            if (account.team_id, account.account_id) == (ctx.team_id, ctx.account_id):
+                continue
+            check = await self.check(
+                account.team_id,
+                account.account_id,
+                actor=ctx.user_id,
+                reuse=False,
+                wait=False,
+                revoked_reason=reason,
+            )
+            if check.health == Health.BROKEN:
+                revoked.append(check.account)
+        if revoked:
+            await self._notifier.revoked_by_approval(ctx, revoked, refused=refused)
+        return revoked
+
+    async def mark_broken(self, team_id: str, account_id: str, reason: str, actor: str) -> None:
+        """Record a link as broken for a reason found outside a live check (e.g. no key)."""
+        row = await self._store.read(
+            partial(repo.get_account, team_id=team_id, account_id=account_id)
+        )
+        if row is not None and row.refresh_token_encrypted:
+            await self._record(
+                row, _Verdict(Health.BROKEN, reason, row.refresh_token_encrypted), actor=actor
+            )

@@ -1,0 +1,383 @@
+"""The login lifecycle: a login link is sent, opened in one browser, and completed once.
+
+The callback (`complete`) reads top to bottom as a row of guard steps, after slack_bolt's
+AsyncOAuthFlow.handle_callback: each step goes on or raises a LinkError, and every
+failure ends in one place (`_refused`), which records it and tells the admin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from sqlmodel import Session
+
+from bot import messages
+from bot.crypto import TokenCipher, UndecryptableToken
+from bot.domain import (
+    ApiUserLimit,
+    AttemptProblem,
+    AuditKind,
+    Environment,
+    ForgedResponse,
+    Health,
+    LinkError,
+    LinkResult,
+    LoginCancelled,
+    LoginContext,
+    LoginLink,
+    LoginLinkProblem,
+    MissingPermissions,
+    Notifier,
+    SalesforceLoginFailed,
+)
+from bot.links.common import Background, Hosts, account_view, hash_secret
+from bot.links.errors import Store, salesforce
+from bot.links.health import LinkHealth
+from bot.links.pending import Custody, PendingTokens
+from bot.salesforce import Identity, Permissions, SalesforceClient, TokenGrant
+from storage import repository as repo
+from storage.models import LoginAttempt, PendingToken
+
+log = logging.getLogger(__name__)
+
+LOGIN_TTL = timedelta(minutes=10)
+_SECRET = re.compile(r"[A-Za-z0-9_-]{32,128}")
+_DENIED = ("access_denied", "access-denied")
+
+
+@dataclass(frozen=True)
+class Callback:
+    """Salesforce's redirect back, as the browser brought it."""
+
+    state: str | None
+    browser_secret: str | None
+    code: str | None
+    error: str | None = None
+    error_description: str | None = None
+
+
+@dataclass(frozen=True)
+class BrowserLogin:
+    """Where to send the browser, and the secret that binds the login to it."""
+
+    salesforce_url: str
+    browser_secret: str
+
+
+def _context(attempt: LoginAttempt) -> LoginContext:
+    return LoginContext(
+        team_id=attempt.team_id,
+        user_id=attempt.slack_user_id,
+        account_id=attempt.account_id,
+        environment=Environment(attempt.environment),
+        channel_id=attempt.channel_id,
+        login_host=attempt.login_host,
+    )
+
+
+def _allowed_at_salesforce(callback: Callback) -> str:
+    """The authorization code, if the admin clicked Allow and Salesforce sent one."""
+    if callback.error in _DENIED:
+        raise LoginCancelled()
+    if callback.error or not callback.code:
+        raise SalesforceLoginFailed(
+            callback.error or "invalid_request", callback.error_description or ""
+        )
+    return callback.code
+
+
+def _require_permissions(identity: Identity, permissions: Permissions) -> None:
+    missing = permissions.missing_required()
+    if missing:
+        raise MissingPermissions(identity.username, missing)
+
+
+def _require_refresh_token(grant: TokenGrant) -> str:
+    if grant.refresh_token is None:
+        raise SalesforceLoginFailed(
+            "no_refresh_token",
+            "Salesforce sent no refresh token: the connected app needs the refresh_token scope.",
+        )
+    return grant.refresh_token
+
+
+class LoginFlow:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cipher: TokenCipher,
+        salesforce: SalesforceClient,
+        hosts: Hosts,
+        pending: PendingTokens,
+        health: LinkHealth,
+        notifier: Notifier,
+        background: Background,
+        public_url: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._cipher = cipher
+        self._sf = salesforce
+        self._hosts = hosts
+        self._pending = pending
+        self._health = health
+        self._notifier = notifier
+        self._background = background
+        self._public_url = public_url
+        self._now = clock
+
+    # -- 1. the link is sent -------------------------------------------------------------
+
+    async def start(self, ctx: LoginContext) -> LoginLink:
+        """Create a login link; the caller sends it to the admin."""
+        link_token = secrets.token_urlsafe(32)
+        now = self._now()
+
+        def create(session: Session) -> None:
+            repo.create_login_attempt(
+                session,
+                link_hash=hash_secret(link_token),
+                team_id=ctx.team_id,
+                slack_user_id=ctx.user_id,
+                account_id=ctx.account_id,
+                environment=ctx.environment.value,
+                login_host=ctx.login_host,
+                channel_id=ctx.channel_id,
+                now=now,
+                expires_at=now + LOGIN_TTL,
+            )
+            repo.add_event(
+                session,
+                team_id=ctx.team_id,
+                account_id=ctx.account_id,
+                event=AuditKind.LINK_STARTED,
+                actor=ctx.user_id,
+                now=now,
+                detail=self._hosts.login_host(ctx.environment, ctx.login_host),
+            )
+
+        await self._store.write(create)
+        return LoginLink(ctx, f"{self._public_url}/salesforce/login/{link_token}", LOGIN_TTL)
+
+    # -- 2. it is opened, in one browser ----------------------------------------------------
+
+    async def open(self, link_token: str, browser_secret: str | None) -> BrowserLogin:
+        """Bind a login link to this browser, with a fresh state and PKCE verifier."""
+        if not _SECRET.fullmatch(link_token):
+            raise LoginLinkProblem(AttemptProblem.UNKNOWN)
+        if browser_secret is None or not _SECRET.fullmatch(browser_secret):
+            browser_secret = secrets.token_urlsafe(32)
+        state = secrets.token_urlsafe(32)  # 256 random bits
+        verifier = secrets.token_urlsafe(64)  # 86 characters, inside PKCE's 43..128
+        try:
+            attempt = await self._store.write(
+                partial(
+                    repo.bind_login_attempt,
+                    link_hash=hash_secret(link_token),
+                    browser_hash=hash_secret(browser_secret),
+                    state_hash=hash_secret(state),
+                    code_verifier_encrypted=self._cipher.encrypt(verifier),
+                    now=self._now(),
+                )
+            )
+        except repo.AttemptRefused as refused:
+            raise LoginLinkProblem(refused.problem) from None
+        host = self._hosts.login_host(attempt.environment, attempt.login_host)
+        url = self._sf.authorize_url(host, state=state, code_verifier=verifier)
+        return BrowserLogin(url, browser_secret)
+
+    # -- 3. Salesforce calls back ---------------------------------------------------------
+
+    async def complete(self, callback: Callback) -> LinkResult:
+        """Salesforce's redirect back: each step goes on, or ends in `_refused`."""
+        attempt = await self._consume(callback)  # the state, once, in this browser
+        ctx = _context(attempt)
+        host = self._hosts.login_host(ctx.environment, ctx.login_host)
+        try:
+            code = _allowed_at_salesforce(callback)
+            verifier = self._verifier(attempt)
+            grant = await self._exchange(host, code, verifier)
+            live = grant.refresh_token or grant.access_token
+            async with self._pending.custody(
+                host=host, token=live, team_id=ctx.team_id, account_id=ctx.account_id
+            ) as custody:
+                identity = await salesforce(partial(self._sf.identity, grant))
+                permissions = await salesforce(partial(self._sf.permissions, grant))
+                _require_permissions(identity, permissions)
+                refresh_token = _require_refresh_token(grant)
+                saved = await self._save(
+                    ctx, attempt, host, grant, refresh_token, identity, permissions, custody
+                )
+        except LinkError as error:
+            await self._refused(ctx, error)
+            raise
+        if saved.replaced is not None:
+            await self._pending.give_up(saved.replaced)  # the old token, at its own host
+        result = LinkResult(
+            account=account_view(
+                saved.link.account, team_id=ctx.team_id, account_id=ctx.account_id
+            ),
+            relinked=saved.link.relinked,
+            unchecked=permissions.unchecked_labels(),
+        )
+        await self._notifier.linked(ctx, result)
+        if saved.link.health_before == Health.BROKEN:
+            await self._notifier.recovered(result.account)
+        # Salesforce may have revoked this API user's oldest approval for this one.
+        self._background.spawn(
+            self._health.recheck_api_user(
+                ctx,
+                org_id=identity.org_id,
+                sf_user_id=identity.user_id,
+                username=identity.username,
+                refused=False,
+            )
+        )
+        return result
+
+    async def _consume(self, callback: Callback) -> LoginAttempt:
+        if not callback.state or not _SECRET.fullmatch(callback.state):
+            raise LoginLinkProblem(AttemptProblem.UNKNOWN)
+        browser = hash_secret(callback.browser_secret) if callback.browser_secret else None
+        try:
+            return await self._store.write(
+                partial(
+                    repo.consume_login_attempt,
+                    state_hash=hash_secret(callback.state),
+                    browser_hash=browser,
+                    now=self._now(),
+                )
+            )
+        except repo.AttemptRefused as refused:
+            raise LoginLinkProblem(refused.problem) from None
+
+    def _verifier(self, attempt: LoginAttempt) -> str:
+        try:
+            if attempt.code_verifier_encrypted is None:
+                raise UndecryptableToken("no verifier")
+            return self._cipher.decrypt(attempt.code_verifier_encrypted)
+        except UndecryptableToken:
+            raise LoginLinkProblem(AttemptProblem.UNKNOWN) from None
+
+    async def _exchange(self, host: str, code: str, verifier: str) -> TokenGrant:
+        try:
+            return await salesforce(
+                partial(self._sf.exchange_code, host, code=code, code_verifier=verifier)
+            )
+        except ForgedResponse as forged:
+            # Not trusted, but the tokens may work all the same: kill them.
+            await self._pending.revoke_all(host, forged.tokens)
+            raise
+
+    async def _save(
+        self,
+        ctx: LoginContext,
+        attempt: LoginAttempt,
+        host: str,
+        grant: TokenGrant,
+        refresh_token: str,
+        identity: Identity,
+        permissions: Permissions,
+        custody: Custody,
+    ) -> _Saved:
+        assert attempt.id is not None
+        attempt_id = attempt.id
+        record = repo.LinkRecord(
+            environment=ctx.environment.value,
+            login_host=host,
+            instance_url=grant.instance_url,
+            identity_url=grant.identity_url,
+            org_id=identity.org_id,
+            sf_user_id=identity.user_id,
+            sf_username=identity.username,
+            refresh_token_encrypted=self._cipher.encrypt(refresh_token),
+            permission_warnings=json.dumps(permissions.missing_recommended()),
+            linked_by=ctx.user_id,
+            notify_channel=ctx.channel_id,
+        )
+        now = self._now()
+
+        def save(session: Session) -> _Saved:
+            repo.require_not_withdrawn(session, attempt_id=attempt_id)
+            link = repo.save_link(
+                session, team_id=ctx.team_id, account_id=ctx.account_id, link=record, now=now
+            )
+            replaced = None
+            if link.replaced_token is not None:
+                # The old token now belongs to no link: pending until revoked, so a failed
+                # revoke or a crash before it is retried rather than forgotten.
+                replaced = repo.add_pending_token(
+                    session,
+                    login_host=link.replaced_host or host,
+                    token_encrypted=link.replaced_token,
+                    team_id=ctx.team_id,
+                    account_id=ctx.account_id,
+                    now=now,
+                )
+            audit = partial(
+                repo.add_event,
+                session,
+                team_id=ctx.team_id,
+                account_id=ctx.account_id,
+                actor=ctx.user_id,
+                now=now,
+                org_id=identity.org_id,
+                sf_username=identity.username,
+            )
+            verb = "relinked at " if link.relinked else "linked at "
+            audit(event=AuditKind.LINK_COMPLETED, detail=verb + host)
+            if link.health_before == Health.BROKEN:
+                audit(event=AuditKind.RECOVERED, detail="relinked")
+            return _Saved(link, replaced)
+
+        try:
+            return await custody.commit(save)
+        except repo.ApiUserFull as full:
+            here = [account for team, account in full.linked if team == ctx.team_id]
+            raise ApiUserLimit(
+                identity.username, here, len(full.linked), identity.org_id, identity.user_id
+            ) from None
+        except repo.AttemptRefused as refused:
+            raise LoginLinkProblem(refused.problem) from None
+
+    # -- every failure ends here ------------------------------------------------------------
+
+    async def _refused(self, ctx: LoginContext, error: LinkError) -> None:
+        """Tell the admin, record it, and for a refused sixth link find what it cost."""
+        await self._notifier.link_failed(ctx, error)
+        cancelled = isinstance(error, LoginCancelled)
+        record = partial(
+            repo.add_event,
+            team_id=ctx.team_id,
+            account_id=ctx.account_id,
+            event=AuditKind.LINK_CANCELLED if cancelled else AuditKind.LINK_REFUSED,
+            actor=ctx.user_id,
+            now=self._now(),
+            detail=None if cancelled else messages.refusal_reason(error),
+        )
+        # The database may be what failed: then this is recorded once it answers again.
+        await self._store.write_or_retry(record, self._background)
+        if isinstance(error, ApiUserLimit):
+            self._background.spawn(
+                self._health.recheck_api_user(
+                    ctx,
+                    org_id=error.org_id,
+                    sf_user_id=error.user_id,
+                    username=error.username,
+                    refused=True,
+                )
+            )
+
+
+@dataclass(frozen=True)
+class _Saved:
+    link: repo.SavedLink
+    replaced: PendingToken | None

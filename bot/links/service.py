@@ -1,0 +1,123 @@
+"""What is left once the lifecycles are apart: reading accounts and unlinking them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+
+from sqlmodel import Session
+
+from bot.crypto import TokenCipher, UndecryptableToken
+from bot.domain import (
+    AccountView,
+    AuditEntry,
+    AuditKind,
+    LinkChanged,
+    LinkStatus,
+    Notifier,
+    NotLinked,
+    SalesforceLoginFailed,
+)
+from bot.links.common import Hosts, account_view, audit_entry
+from bot.links.errors import Store, salesforce
+from bot.salesforce import SalesforceClient
+from storage import repository as repo
+from storage.models import VccAccount
+
+log = logging.getLogger(__name__)
+
+
+class LinkService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cipher: TokenCipher,
+        salesforce: SalesforceClient,
+        hosts: Hosts,
+        notifier: Notifier,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._cipher = cipher
+        self._sf = salesforce
+        self._hosts = hosts
+        self._notifier = notifier
+        self._now = clock
+
+    async def account(self, team_id: str, account_id: str) -> AccountView:
+        """The account, and how many VCC accounts its API user serves (for relink warnings)."""
+
+        def read(session: Session) -> tuple[VccAccount | None, int]:
+            row = repo.get_account(session, team_id=team_id, account_id=account_id)
+            links = 0
+            if row is not None and row.org_id and row.sf_user_id:
+                links = repo.count_api_user_links(
+                    session, org_id=row.org_id, sf_user_id=row.sf_user_id
+                )
+            return row, links
+
+        row, links = await self._store.read(read)
+        return account_view(row, team_id=team_id, account_id=account_id, api_user_links=links)
+
+    async def history(self, team_id: str, account_id: str, limit: int = 10) -> list[AuditEntry]:
+        rows = await self._store.read(
+            partial(repo.recent_events, team_id=team_id, account_id=account_id, limit=limit)
+        )
+        return [audit_entry(row) for row in rows]
+
+    async def unlink(self, team_id: str, account_id: str, user_id: str) -> AccountView:
+        """Revoke at Salesforce, then forget the link and withdraw its login links.
+
+        On a Salesforce outage nothing changes (SalesforceDown).
+        """
+        row = await self._store.read(
+            partial(repo.get_account, team_id=team_id, account_id=account_id)
+        )
+        if row is None or row.status == LinkStatus.UNLINKED:
+            raise NotLinked(account_id)
+        stored = row.refresh_token_encrypted
+        if stored is not None:
+            await self._revoke(row, stored)
+        now = self._now()
+
+        def clear(session: Session) -> VccAccount:
+            cleared = repo.mark_unlinked(
+                session, team_id=team_id, account_id=account_id, expected_token=stored, now=now
+            )
+            # A login link sent before the unlink must not link the account again.
+            repo.withdraw_login_attempts(session, team_id=team_id, account_id=account_id, now=now)
+            repo.add_event(
+                session,
+                team_id=team_id,
+                account_id=account_id,
+                event=AuditKind.UNLINKED,
+                actor=user_id,
+                now=now,
+                org_id=row.org_id,
+                sf_username=row.sf_username,
+            )
+            return cleared
+
+        try:
+            cleared = await self._store.write(clear)
+        except repo.LinkReplaced:
+            raise LinkChanged() from None
+        await self._notifier.unlinked(
+            account_view(row, team_id=team_id, account_id=account_id), user_id
+        )
+        return account_view(cleared, team_id=team_id, account_id=account_id)
+
+    async def _revoke(self, row: VccAccount, stored: str) -> None:
+        host = self._hosts.login_host(row.environment, row.login_host)
+        try:
+            token = self._cipher.decrypt(stored)
+        except UndecryptableToken:
+            log.warning("unlinking a token no key decrypts; it cannot be revoked")
+            return
+        try:
+            await salesforce(partial(self._sf.revoke, host, token))
+        except SalesforceLoginFailed as refused:
+            log.warning("Salesforce refused to revoke (%s); unlinking anyway", refused.error)

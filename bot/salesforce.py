@@ -181,6 +181,10 @@ class SalesforceClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @property
+    def closed(self) -> bool:
+        return self._http.is_closed
+
     @asynccontextmanager
     async def _oauth(self) -> AsyncIterator[AsyncOAuth2Client]:
         async with AsyncOAuth2Client(

@@ -28,6 +28,7 @@ class Recorded:
     form: dict[str, str]
     headers: dict[str, str]
     body: bytes = b""
+    client_port: int = 0  # which TCP connection carried it: shows connection reuse
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -65,6 +66,13 @@ class _Injection:
     remaining: int
 
 
+@dataclass
+class _Slowdown:
+    matches: Callable[[Recorded], bool]
+    seconds: float
+    remaining: int
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # idle keep-alive connections must not pin threads forever
@@ -82,7 +90,8 @@ class _Handler(BaseHTTPRequestHandler):
         if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        req = Recorded(self.command, parts.path, query, form, headers, body)
+        port = int(self.client_address[1]) if self.client_address else 0
+        req = Recorded(self.command, parts.path, query, form, headers, body, port)
         reply = self.server.fake._respond(req)
         if reply.status == 0:
             self.close_connection = True
@@ -129,6 +138,10 @@ class FakeServer:
         self.requests: list[Recorded] = []
         self.errors: list[str] = []  # tracebacks of bugs inside the fake itself
         self.delay: float = 0.0
+        self._slowdowns: list[_Slowdown] = []
+        # A test's hook, run as each request arrives (outside the lock), before the answer:
+        # e.g. to make the bot's database stop answering at an exact step of a flow.
+        self.on_request: Callable[[Recorded], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> Self:
@@ -174,8 +187,12 @@ class FakeServer:
         with self._cond:
             self.requests.append(req)
             self._bump()
-        if self.delay > 0:
-            self._stopping.wait(self.delay)
+            pause = self.delay + self._take_slowdown(req)
+        hook = self.on_request
+        if hook is not None:
+            hook(req)
+        if pause > 0:
+            self._stopping.wait(pause)
         with self._cond:
             try:
                 reply = self.handle(req)
@@ -192,6 +209,20 @@ class FakeServer:
     def _inject(self, matches: Callable[[str], bool], reply: Reply, count: int) -> None:
         with self._lock:
             self._injections.append(_Injection(matches, reply, count))
+
+    def slow_next(
+        self, matches: Callable[[Recorded], bool], seconds: float, count: int = 1
+    ) -> None:
+        """Hold the next `count` matching requests for `seconds` before answering them."""
+        with self._lock:
+            self._slowdowns.append(_Slowdown(matches, seconds, count))
+
+    def _take_slowdown(self, req: Recorded) -> float:
+        for slow in self._slowdowns:
+            if slow.remaining > 0 and slow.matches(req):
+                slow.remaining -= 1
+                return slow.seconds
+        return 0.0
 
     def _take_injected(self, key: str) -> Reply | None:
         for inj in self._injections:

@@ -11,8 +11,18 @@ import pytest
 
 from bot import ids
 from storage import repository as repo
-from tests.conftest import ADMIN, CHANNEL, TEAM, RunningBot, SlackClient, buttons, text_of
-from tests.flow import link, open_login, start_link
+from tests.support import (
+    ADMIN,
+    CHANNEL,
+    TEAM,
+    RunningBot,
+    SlackClient,
+    buttons,
+    link,
+    open_login,
+    start_link,
+    text_of,
+)
 
 
 def stored(bot, account: str = "acme"):

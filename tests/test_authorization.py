@@ -6,8 +6,7 @@ import pytest
 
 from bot import ids
 from storage import repository as repo
-from tests.conftest import MEMBER, TEAM, RunningBot, SlackClient, buttons, text_of
-from tests.flow import link
+from tests.support import MEMBER, TEAM, RunningBot, SlackClient, buttons, link, text_of
 
 
 def stored(bot, account: str = "acme"):

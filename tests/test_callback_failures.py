@@ -7,8 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from storage import repository as repo
-from tests.conftest import ADMIN, CHANNEL, text_of
-from tests.flow import link, open_login, start_link
+from tests.support import ADMIN, CHANNEL, link, open_login, start_link, text_of
 
 
 def stored(bot, account: str = "acme"):

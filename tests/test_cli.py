@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from cryptography.fernet import Fernet
 
-from tests.conftest import free_port, wait_until
+from tests.support import free_port, wait_until
 
 VCC_BOT = Path(sys.executable).parent / "vcc-bot"
 REQUIRED = (

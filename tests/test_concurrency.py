@@ -13,8 +13,7 @@ from bot.crypto import TokenCipher
 from storage import repository as repo
 from storage.db import Database, create_db_engine, upgrade
 from storage.models import AuditEvent, LinkStatus, PendingToken, VccAccount
-from tests.conftest import TEAM, text_of
-from tests.flow import link, open_login, start_link
+from tests.support import TEAM, link, open_login, start_link, text_of
 
 ORG, USER = "00D000000000001AAA", "005000000000001AAA"
 RACERS = 8

@@ -27,8 +27,17 @@ from sqlalchemy import Engine, create_engine, func, select, update
 from bot.config import Settings
 from bot.messages import UNDECRYPTABLE
 from storage.models import PendingToken, VccAccount, utcnow
-from tests.conftest import CHANNEL, TEAM, RunningBot, SlackClient, text_of, wait_until
-from tests.flow import link, open_login, start_link
+from tests.support import (
+    CHANNEL,
+    TEAM,
+    RunningBot,
+    SlackClient,
+    link,
+    open_login,
+    start_link,
+    text_of,
+    wait_until,
+)
 
 VCC_BOT = Path(sys.executable).parent / "vcc-bot"
 # How long the fake Salesforce holds every request while a link is being interrupted: the

@@ -15,8 +15,7 @@ from sqlmodel import select
 from bot import ids
 from storage import repository as repo
 from storage.models import AuditEvent, VccAccount
-from tests.conftest import ADMIN, CHANNEL, MEMBER, buttons, text_of
-from tests.flow import link, start_link
+from tests.support import ADMIN, CHANNEL, MEMBER, buttons, link, start_link, text_of
 from tests.test_cli import vcc_bot
 
 HEADER = "team_id,account_id,environment,api_username,org_id"

@@ -23,9 +23,19 @@ from sqlalchemy.engine import make_url
 
 from bot import ids
 from bot.cli import build
-from tests.conftest import ADMIN, CHANNEL, TEAM, RunningBot, SlackClient, text_of, wait_until
 from tests.fakes import Recorded
-from tests.flow import link, open_login, start_link
+from tests.support import (
+    ADMIN,
+    CHANNEL,
+    TEAM,
+    RunningBot,
+    SlackClient,
+    link,
+    open_login,
+    start_link,
+    text_of,
+    wait_until,
+)
 
 # ---- helpers -----------------------------------------------------------------------------
 

@@ -8,8 +8,18 @@ import hashlib
 from bot import ids
 from storage import repository as repo
 from storage.models import LinkStatus
-from tests.conftest import ADMIN, CHANNEL, CLIENT_ID, buttons, text_of
-from tests.flow import link, open_login, query_of, start_link, through_salesforce
+from tests.support import (
+    ADMIN,
+    CHANNEL,
+    CLIENT_ID,
+    buttons,
+    link,
+    open_login,
+    query_of,
+    start_link,
+    text_of,
+    through_salesforce,
+)
 
 
 def test_link_prompt_explains_and_offers_both_environments(slack_client):

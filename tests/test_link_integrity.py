@@ -11,17 +11,19 @@ import pytest
 
 from bot import ids
 from storage import repository as repo
-from tests.conftest import (
+from tests.support import (
     ADMIN,
     CHANNEL,
     TEAM,
     RunningBot,
     SlackClient,
     buttons,
+    link,
+    open_login,
+    start_link,
     text_of,
     wait_until,
 )
-from tests.flow import link, open_login, start_link
 
 
 def stored(bot, account: str = "acme"):

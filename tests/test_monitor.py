@@ -10,8 +10,7 @@ import pytest
 
 from bot.cli import build
 from storage import repository as repo
-from tests.conftest import CHANNEL, TEAM, RunningBot, SlackClient, text_of, wait_until
-from tests.flow import link
+from tests.support import CHANNEL, TEAM, RunningBot, SlackClient, link, text_of, wait_until
 
 
 @pytest.fixture

@@ -5,8 +5,15 @@ from __future__ import annotations
 import logging
 
 from bot import ids
-from tests.conftest import BOT_TOKEN, CLIENT_SECRET, SIGNING_SECRET, SlackClient, text_of
-from tests.flow import start_link, through_salesforce
+from tests.support import (
+    BOT_TOKEN,
+    CLIENT_SECRET,
+    SIGNING_SECRET,
+    SlackClient,
+    start_link,
+    text_of,
+    through_salesforce,
+)
 
 # Not the bot's logs: the test's own Slack client and browser use httpx, which logs every
 # URL it requests (the bot uses httpx2, logged as "httpx2"); and uvicorn's access log, which

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from bot import ids
 from storage import repository as repo
-from tests.conftest import ADMIN, CHANNEL, TEAM, text_of
-from tests.flow import link
+from tests.support import ADMIN, CHANNEL, TEAM, link, text_of
 
 
 def test_a_login_dm_that_cannot_be_sent_is_reported(slack_client, slack):

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from tests.conftest import SIGNING_SECRET, SlackClient, command_fields, text_of
+from tests.support import SIGNING_SECRET, SlackClient, command_fields, text_of
 
 
 def command_body(slack, text: str) -> tuple[str, str]:

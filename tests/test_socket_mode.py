@@ -12,7 +12,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from bot import ids
-from tests.conftest import (
+from tests.fakes.socket_mode import FakeSocketModeGateway
+from tests.support import (
     ADMIN,
     BOT_TOKEN,
     CHANNEL,
@@ -23,10 +24,9 @@ from tests.conftest import (
     buttons,
     command_fields,
     text_of,
+    through_salesforce,
     wait_until,
 )
-from tests.fakes.socket_mode import FakeSocketModeGateway
-from tests.flow import through_salesforce
 
 
 @pytest.fixture

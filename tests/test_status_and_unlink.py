@@ -7,8 +7,7 @@ import pytest
 from bot import ids
 from storage import repository as repo
 from storage.models import LinkStatus, VccAccount
-from tests.conftest import CHANNEL, MEMBER, buttons, text_of
-from tests.flow import link
+from tests.support import CHANNEL, MEMBER, buttons, link, text_of
 
 
 def stored(bot, account: str = "acme"):

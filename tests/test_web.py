@@ -13,8 +13,7 @@ from sqlalchemy import text
 
 from bot.web import create_web_app
 from storage.db import Database, create_db_engine
-from tests.conftest import RunningBot, SlackClient
-from tests.flow import link, open_login, start_link
+from tests.support import RunningBot, SlackClient, link, open_login, start_link
 
 UNREACHABLE_DB = "postgresql+psycopg://postgres@127.0.0.1:1/nope"
 

@@ -9,8 +9,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from bot import ids
-from tests.conftest import ADMIN, SlackClient, buttons
 from tests.fakes import FakeSlack
+from tests.support.constants import ADMIN
+from tests.support.messages import buttons
+from tests.support.slack_client import SlackClient
 
 
 @dataclass

@@ -1,0 +1,153 @@
+"""Slack's side: the signed requests Slack sends the bot."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from slack_sdk.signature import SignatureVerifier
+
+from tests.fakes import FakeSlack
+from tests.support.constants import ADMIN, CHANNEL, SIGNING_SECRET, TEAM
+from tests.support.running import RunningBot
+
+
+def command_fields(
+    fake: FakeSlack, text: str, *, user: str = ADMIN, channel: str = CHANNEL, team: str = TEAM
+) -> dict[str, str]:
+    """What Slack sends for `/vcc <text>` (form fields over HTTP, JSON in Socket Mode)."""
+    return {
+        "token": "verification-token-unused",
+        "team_id": team,
+        "team_domain": "acme",
+        "channel_id": channel,
+        "channel_name": "vcc-admins",
+        "user_id": user,
+        "user_name": "someone",
+        "command": "/vcc",
+        "text": text,
+        "api_app_id": "A0VCC",
+        "is_enterprise_install": "false",
+        "response_url": fake.new_response_url(),
+        "trigger_id": "123.456.abc",
+    }
+
+
+@dataclass
+class SlackClient:
+    """Sends what Slack sends: slash commands and block actions, signed."""
+
+    bot: RunningBot
+    fake: FakeSlack
+    secret: str = SIGNING_SECRET
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+
+    def post(self, body: str, *, timestamp: int | None = None, sign: bool = True) -> httpx.Response:
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if sign:
+            headers["X-Slack-Request-Timestamp"] = ts
+            headers["X-Slack-Signature"] = SignatureVerifier(self.secret).generate_signature(
+                timestamp=ts, body=body
+            )
+        return self.http.post(f"{self.bot.url}/slack/events", content=body, headers=headers)
+
+    def command(
+        self, text: str, *, user: str = ADMIN, channel: str = CHANNEL, team: str = TEAM
+    ) -> str:
+        """Run `/vcc <text>`; returns the response_url the bot answers on."""
+        fields = command_fields(self.fake, text, user=user, channel=channel, team=team)
+        response = self.post(urlencode(fields))
+        assert response.status_code == 200, response.text
+        return fields["response_url"]
+
+    def click(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        user: str = ADMIN,
+        channel: str = CHANNEL,
+        team: str = TEAM,
+    ) -> str:
+        """Click a button on an ephemeral message; returns its response_url."""
+        response_url = self.fake.new_response_url()
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": "someone", "name": "someone", "team_id": team},
+            "api_app_id": "A0VCC",
+            "token": "verification-token-unused",
+            "container": {
+                "type": "message",
+                "message_ts": "1700000000.000100",
+                "channel_id": channel,
+                "is_ephemeral": True,
+            },
+            "trigger_id": "123.456.abc",
+            "team": {"id": team, "domain": "acme"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel, "name": "vcc-admins"},
+            "state": {"values": {}},
+            "response_url": response_url,
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": "blk",
+                    "text": {"type": "plain_text", "text": "button"},
+                    "value": value,
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        response = self.post(urlencode({"payload": json.dumps(payload)}))
+        assert response.status_code == 200, response.text
+        return response_url
+
+    def submit_view(
+        self,
+        view: dict[str, Any],
+        values: dict[str, dict[str, str]],
+        *,
+        user: str = ADMIN,
+        team: str = TEAM,
+    ) -> httpx.Response:
+        """Submit a modal the bot opened; values[block_id][action_id] = typed text."""
+        payload = {
+            "type": "view_submission",
+            "team": {"id": team, "domain": "acme"},
+            "user": {"id": user, "username": "someone", "name": "someone", "team_id": team},
+            "api_app_id": "A0VCC",
+            "token": "verification-token-unused",
+            "trigger_id": "123.456.def",
+            "view": {
+                **view,
+                "id": "V00000001",
+                "team_id": team,
+                "state": {
+                    "values": {
+                        block: {
+                            action: {"type": "plain_text_input", "value": text}
+                            for action, text in actions.items()
+                        }
+                        for block, actions in values.items()
+                    }
+                },
+                "hash": "1700000000.abcdef",
+            },
+            "response_urls": [],
+            "is_enterprise_install": False,
+        }
+        return self.post(urlencode({"payload": json.dumps(payload)}))
+
+    def replies(self, response_url: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        """Wait until the bot has posted `count` replies to response_url; returns them all."""
+        return self.fake.wait_for(
+            lambda: (r := self.fake.responses(response_url)) and len(r) >= count and r,
+            timeout,
+        )

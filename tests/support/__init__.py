@@ -15,6 +15,7 @@ from tests.support.constants import (
     SIGNING_SECRET,
     TEAM,
 )
+from tests.support.database import DatabaseHold
 from tests.support.flow import (
     LoginStart,
     link,
@@ -39,6 +40,7 @@ __all__ = [
     "PG_HINT",
     "SIGNING_SECRET",
     "TEAM",
+    "DatabaseHold",
     "LoginStart",
     "RunningBot",
     "Salesforce",

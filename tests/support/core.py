@@ -1,0 +1,181 @@
+"""The core composed in-process over its real collaborators, for fast lifecycle tests.
+
+A database (SQLite file or PostgreSQL), the loopback fake Salesforce and a recording
+notifier: no Slack, no web server. Build it inside the test's event loop, since the
+shared Salesforce client belongs to the loop that uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from cryptography.fernet import Fernet
+
+from bot.crypto import TokenCipher
+from bot.domain import (
+    AccountView,
+    Environment,
+    LinkError,
+    LinkResult,
+    LoginContext,
+)
+from bot.links import (
+    Background,
+    BrowserLogin,
+    Callback,
+    Hosts,
+    LinkHealth,
+    LinkService,
+    LoginFlow,
+    PendingTokens,
+    Store,
+)
+from bot.salesforce import SalesforceClient
+from storage.db import Database, create_db_engine, upgrade
+from tests.fakes import FakeSalesforce
+from tests.support.constants import ADMIN, CHANNEL, CLIENT_ID, CLIENT_SECRET, TEAM
+
+CALLBACK = "http://127.0.0.1:9/salesforce/callback"  # never called: tests bring the code
+
+
+@dataclass
+class RecordingNotifier:
+    """Implements bot.domain.Notifier by remembering what would have been said."""
+
+    said: list[tuple[str, Any]] = field(default_factory=list)
+
+    def of(self, kind: str) -> list[Any]:
+        return [what for said, what in self.said if said == kind]
+
+    async def linked(self, ctx: LoginContext, result: LinkResult) -> None:
+        self.said.append(("linked", result))
+
+    async def link_failed(self, ctx: LoginContext, error: LinkError) -> None:
+        self.said.append(("link_failed", error))
+
+    async def unlinked(self, account: AccountView, by_user: str) -> None:
+        self.said.append(("unlinked", account))
+
+    async def broken(self, account: AccountView) -> None:
+        self.said.append(("broken", account))
+
+    async def recovered(self, account: AccountView) -> None:
+        self.said.append(("recovered", account))
+
+    async def revoked_by_approval(
+        self, ctx: LoginContext, accounts: list[AccountView], *, refused: bool
+    ) -> None:
+        self.said.append(("revoked_by_approval", accounts))
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Core:
+    db: Database
+    salesforce: SalesforceClient
+    notifier: RecordingNotifier
+    clock: Clock
+    pending: PendingTokens
+    health: LinkHealth
+    login: LoginFlow
+    links: LinkService
+    background: Background
+
+    async def link(self, fake: FakeSalesforce, account: str = "acme") -> LinkResult:
+        """The whole login lifecycle, with the fake Salesforce playing the browser's part."""
+        started = await self.login.start(
+            LoginContext(TEAM, ADMIN, account, Environment.PRODUCTION, CHANNEL)
+        )
+        opened = await self.login.open(started.url.rsplit("/", 1)[1], None)
+        return await self.login.complete(authorize(opened))
+
+
+def authorize(opened: BrowserLogin) -> Callback:
+    """Log in at the fake Salesforce and bring back what its redirect carries."""
+    answer = httpx.get(opened.salesforce_url, follow_redirects=False, timeout=10)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["location"]).query).items()}
+    return Callback(
+        state=query.get("state"),
+        browser_secret=opened.browser_secret,
+        code=query.get("code"),
+        error=query.get("error"),
+        error_description=query.get("error_description"),
+    )
+
+
+@asynccontextmanager
+async def core_for(
+    database_url: str,
+    fake: FakeSalesforce,
+    *,
+    db_timeout: float = 15.0,
+    reuse_seconds: float = 30,
+) -> AsyncIterator[Core]:
+    db = Database(create_db_engine(database_url, timeout=db_timeout))
+    upgrade(db.engine)
+    store = Store(db)
+    cipher = TokenCipher([Fernet.generate_key().decode()])
+    salesforce = SalesforceClient(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uri=CALLBACK
+    )
+    notifier = RecordingNotifier()
+    clock = Clock()
+    hosts = Hosts({Environment.PRODUCTION: fake.url, Environment.SANDBOX: fake.url})
+    background = Background()
+    pending = PendingTokens(store=store, cipher=cipher, salesforce=salesforce, clock=clock)
+    health = LinkHealth(
+        store=store,
+        cipher=cipher,
+        salesforce=salesforce,
+        hosts=hosts,
+        pending=pending,
+        notifier=notifier,
+        clock=clock,
+        interval=timedelta(hours=1),
+        reuse_for=timedelta(seconds=reuse_seconds),
+    )
+    login = LoginFlow(
+        store=store,
+        cipher=cipher,
+        salesforce=salesforce,
+        hosts=hosts,
+        pending=pending,
+        health=health,
+        notifier=notifier,
+        background=background,
+        public_url="http://127.0.0.1:9",
+        clock=clock,
+    )
+    links = LinkService(
+        store=store,
+        cipher=cipher,
+        salesforce=salesforce,
+        hosts=hosts,
+        notifier=notifier,
+        clock=clock,
+    )
+    try:
+        yield Core(db, salesforce, notifier, clock, pending, health, login, links, background)
+    finally:
+        await background.aclose()
+        await health.idle()
+        await salesforce.aclose()
+        db.dispose()

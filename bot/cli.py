@@ -22,15 +22,7 @@ from bot.admins import AdminPolicy
 from bot.config import DatabaseSettings, Settings, SettingsError, load, load_settings
 from bot.crypto import TokenCipher, generate_key
 from bot.domain import Environment
-from bot.links import (
-    Background,
-    Hosts,
-    LinkHealth,
-    LinkService,
-    LoginFlow,
-    PendingTokens,
-    Store,
-)
+from bot.links import Background, Core, LinkHealth, LinkService, LoginFlow, compose
 from bot.maintenance import (
     LegacyImportError,
     RotationReport,
@@ -55,19 +47,30 @@ class Runtime:
     db: Database
     cipher: TokenCipher
     salesforce: SalesforceClient
-    links: LinkService
-    login: LoginFlow
-    health: LinkHealth
-    pending: PendingTokens
-    background: Background
+    core: Core
     monitor: HealthMonitor
     bolt: AsyncApp
     web: Starlette
 
+    @property
+    def links(self) -> LinkService:
+        return self.core.links
+
+    @property
+    def login(self) -> LoginFlow:
+        return self.core.login
+
+    @property
+    def health(self) -> LinkHealth:
+        return self.core.health
+
+    @property
+    def background(self) -> Background:
+        return self.core.background
+
     async def aclose(self) -> None:
-        """Finish what is under way (bounded), then close the shared clients."""
-        await self.background.aclose(within=10)
-        await self.health.idle()
+        """Finish what is under way (bounded), then close the shared Salesforce client."""
+        await self.core.aclose()
         await self.salesforce.aclose()
 
 
@@ -98,76 +101,49 @@ def build(
         transport=salesforce_transport,
     )
     notifier = SlackNotifier(slack_client)
-    store = Store(db)
-    hosts = Hosts(
-        {
+    core = compose(
+        db=db,
+        cipher=cipher,
+        salesforce=salesforce,
+        notifier=notifier,
+        login_hosts={
             Environment.PRODUCTION: settings.salesforce_production_url,
             Environment.SANDBOX: settings.salesforce_sandbox_url,
-        }
-    )
-    background = Background()
-    pending = PendingTokens(store=store, cipher=cipher, salesforce=salesforce, clock=utcnow)
-    health = LinkHealth(
-        store=store,
-        cipher=cipher,
-        salesforce=salesforce,
-        hosts=hosts,
-        pending=pending,
-        notifier=notifier,
-        clock=utcnow,
-        interval=timedelta(seconds=settings.vcc_health_interval),
-        reuse_for=timedelta(seconds=settings.vcc_check_reuse),
-    )
-    login = LoginFlow(
-        store=store,
-        cipher=cipher,
-        salesforce=salesforce,
-        hosts=hosts,
-        pending=pending,
-        health=health,
-        notifier=notifier,
-        background=background,
+        },
         public_url=settings.public_url,
-        clock=utcnow,
-    )
-    links = LinkService(
-        store=store,
-        cipher=cipher,
-        salesforce=salesforce,
-        hosts=hosts,
-        notifier=notifier,
+        check_interval=timedelta(seconds=settings.vcc_health_interval),
+        reuse_for=timedelta(seconds=settings.vcc_check_reuse),
         clock=utcnow,
     )
     bolt = create_app(
         client=slack_client,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         services=Services(
-            links=links,
-            login=login,
-            health=health,
+            links=core.links,
+            login=core.login,
+            health=core.health,
             notifier=notifier,
             admins=AdminPolicy(slack_client, settings.vcc_admin_users),
         ),
     )
     monitor = HealthMonitor(
-        store=store, health=health, pending=pending, interval_seconds=settings.vcc_health_interval
+        store=core.store,
+        health=core.health,
+        pending=core.pending,
+        interval_seconds=settings.vcc_health_interval,
     )
     runtime = Runtime(
         settings=settings,
         db=db,
         cipher=cipher,
         salesforce=salesforce,
-        links=links,
-        login=login,
-        health=health,
-        pending=pending,
-        background=background,
+        core=core,
         monitor=monitor,
         bolt=bolt,
         web=Starlette(),
     )
     runtime.web = create_web_app(
-        login=login,
+        login=core.login,
         ready=db.ready,
         slack=None if socket_mode else AsyncSlackRequestHandler(bolt),
         signing_secret=settings.slack_signing_secret.get_secret_value(),

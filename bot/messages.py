@@ -142,8 +142,9 @@ def describe(error: LinkError) -> tuple[str, str]:
             )
         case DatabaseDown():
             return "The bot's database is not answering", (
-                "Nothing was linked, and any approval Salesforce had just given was revoked "
-                "again. Try again in a minute; if it keeps happening, tell the bot's operator."
+                "Nothing changed: no link was made or removed, and an approval Salesforce "
+                "gave meanwhile was revoked again. Try again in a minute; if it keeps "
+                "happening, tell the bot's operator."
             )
         case ForgedResponse():
             return "Answer could not be verified", (

@@ -26,7 +26,8 @@ from storage import repository as repo
 from storage.models import AuditEvent, PendingToken
 from tests.fakes import FakeSalesforce, SfUser
 from tests.support import ADMIN, TEAM, DatabaseHold
-from tests.support.core import Core, authorize, core_for
+from tests.support.core import CoreUnderTest as Core
+from tests.support.core import authorize, core_for
 
 ORG, USER = "00D000000000001AAA", "005000000000001AAA"
 

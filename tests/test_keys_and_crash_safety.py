@@ -30,8 +30,8 @@ from storage.models import PendingToken, VccAccount, utcnow
 from tests.support import (
     CHANNEL,
     TEAM,
-    RunningBot,
     SlackClient,
+    bot_with,
     link,
     open_login,
     start_link,
@@ -117,14 +117,8 @@ def healthy(base_url: str) -> bool:
 @contextmanager
 def bot_with_key(settings: Settings, slack: Any, key: str) -> Iterator[SlackClient]:
     """The bot (in-process, as the `bot` fixture runs it) with VCC_ENCRYPTION_KEY=key."""
-    running = RunningBot(settings.model_copy(update={"vcc_encryption_key": SecretStr(key)}))
-    running.start()
-    client = SlackClient(running, slack)
-    try:
+    with bot_with(settings, slack, vcc_encryption_key=SecretStr(key)) as (_, client):
         yield client
-    finally:
-        client.http.close()
-        running.stop()
 
 
 def final_status(client: SlackClient, account: str = "acme") -> str:

@@ -28,6 +28,7 @@ from tests.support import (
     DatabaseHold,
     RunningBot,
     SlackClient,
+    bot_with,
     link,
     open_login,
     start_link,
@@ -96,13 +97,8 @@ def status_text(client: SlackClient, account: str = "acme", timeout: float = 10)
 @pytest.fixture
 def quick_db_bot(settings: Any, slack: Any) -> Iterator[tuple[RunningBot, SlackClient]]:
     """The bot with a one-second database timeout, so a held database fails fast."""
-    running = RunningBot(settings.model_copy(update={"database_timeout": 1.0})).start()
-    client = SlackClient(running, slack)
-    try:
-        yield running, client
-    finally:
-        client.http.close()
-        running.stop()
+    with bot_with(settings, slack, database_timeout=1.0) as served:
+        yield served
 
 
 # ---- 1. a token exchanged while the database is down ---------------------------------------
@@ -135,7 +131,7 @@ def test_a_token_exchanged_while_the_database_is_down_is_revoked_and_recorded_la
         assert token in sf.revoked
         assert token not in sf.live_refresh_tokens(salesforce.api_user)
         dm = slack.wait_for(lambda: [m for m in slack.dms_to(ADMIN) if "database" in text_of(m)])
-        assert "Nothing was linked" in text_of(dm[-1])
+        assert "no link was made" in text_of(dm[-1])
     finally:
         sf.on_request = None
         hold.release()
@@ -236,6 +232,18 @@ def test_concurrent_status_checks_share_one_live_check(
     assert notices(slack, "is broken") == [] and notices(slack, "works again") == []
 
 
+def test_a_check_younger_than_thirty_seconds_is_reused_and_dated(
+    settings, slack, browser, salesforce
+):
+    with bot_with(settings, slack, vcc_check_reuse=30) as (_, client):  # the default
+        assert link(client, browser, "acme").status_code == 200
+        before = len(refreshes(salesforce.production))
+        body = status_text(client)
+        assert "the link works" in body
+        assert "Last checked" in body and "Salesforce was not asked again" in body
+        assert len(refreshes(salesforce.production)) == before
+
+
 def test_two_replicas_asked_at_once_make_one_live_check(
     slack_client, browser, bot, salesforce, settings
 ):
@@ -329,18 +337,15 @@ def test_reads_answer_while_another_client_holds_the_write_lock(
 ):
     if not database_url.startswith("sqlite"):
         pytest.skip("about SQLite's write lock")
-    running = RunningBot(settings.model_copy(update={"database_timeout": 30.0})).start()
-    client = SlackClient(running, slack)
     hold = DatabaseHold(settings.database_url)
-    try:
+    with bot_with(settings, slack, database_timeout=30.0) as (_, client):
         hold.take()
-        started = time.monotonic()
-        reply = client.replies(client.command("status acme"), timeout=5)[0]
-        assert "*Unlinked*" in text_of(reply)
-        history = client.replies(client.command("history acme"), timeout=5)[0]
-        assert "No history yet" in text_of(history)
-        assert time.monotonic() - started < 5
-    finally:
-        hold.release()
-        client.http.close()
-        running.stop()
+        try:
+            started = time.monotonic()
+            reply = client.replies(client.command("status acme"), timeout=5)[0]
+            assert "*Unlinked*" in text_of(reply)
+            history = client.replies(client.command("history acme"), timeout=5)[0]
+            assert "No history yet" in text_of(history)
+            assert time.monotonic() - started < 5
+        finally:
+            hold.release()

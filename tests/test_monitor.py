@@ -10,19 +10,14 @@ import pytest
 
 from bot.cli import build
 from storage import repository as repo
-from tests.support import CHANNEL, TEAM, RunningBot, SlackClient, link, text_of, wait_until
+from tests.support import CHANNEL, TEAM, bot_with, link, text_of, wait_until
 
 
 @pytest.fixture
 def watched(settings, slack):
     """The bot with a one-second health interval, and a Slack client for it."""
-    running = RunningBot(settings.model_copy(update={"vcc_health_interval": 1})).start()
-    client = SlackClient(running, slack)
-    try:
-        yield running, client
-    finally:
-        client.http.close()
-        running.stop()
+    with bot_with(settings, slack, vcc_health_interval=1) as served:
+        yield served
 
 
 def notices(slack, words: str) -> list[dict]:

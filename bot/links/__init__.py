@@ -11,6 +11,7 @@ exceptions (bot.domain) that the edges turn into words (bot.messages).
 """
 
 from bot.links.common import MONITOR, Background, Hosts
+from bot.links.core import Core, compose
 from bot.links.errors import Store
 from bot.links.health import LinkHealth
 from bot.links.login import BrowserLogin, Callback, LoginFlow
@@ -22,10 +23,12 @@ __all__ = [
     "Background",
     "BrowserLogin",
     "Callback",
+    "Core",
     "Hosts",
     "LinkHealth",
     "LinkService",
     "LoginFlow",
     "PendingTokens",
     "Store",
+    "compose",
 ]

@@ -185,11 +185,15 @@ class LinkHealth:
     def _forget(self, key: tuple[str, str], task: asyncio.Task[HealthCheck | None]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
+        # Everyone may have stopped waiting: a failure must still reach the log.
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a live check failed", exc_info=task.exception())
 
-    async def idle(self) -> None:
-        """Wait for the checks under way (at shutdown: a refresh is never cut midway)."""
+    async def idle(self, within: float = 15.0) -> None:
+        """Wait for the checks under way, within bounds (at shutdown: a refresh is not cut
+        midway; each Salesforce call has its own timeout)."""
         if self._inflight:
-            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+            await asyncio.wait(set(self._inflight.values()), timeout=within)
 
     # -- one check -----------------------------------------------------------------------
 

@@ -232,15 +232,7 @@ class LoginFlow:
         if saved.link.health_before == Health.BROKEN:
             await self._notifier.recovered(result.account)
         # Salesforce may have revoked this API user's oldest approval for this one.
-        self._background.spawn(
-            self._health.recheck_api_user(
-                ctx,
-                org_id=identity.org_id,
-                sf_user_id=identity.user_id,
-                username=identity.username,
-                refused=False,
-            )
-        )
+        self._recheck_later(ctx, identity.org_id, identity.user_id, identity.username, False)
         return result
 
     async def _consume(self, callback: Callback) -> LoginAttempt:
@@ -365,16 +357,17 @@ class LoginFlow:
         )
         # The database may be what failed: then this is recorded once it answers again.
         await self._store.write_or_retry(record, self._background)
-        if isinstance(error, ApiUserLimit):
-            self._background.spawn(
-                self._health.recheck_api_user(
-                    ctx,
-                    org_id=error.org_id,
-                    sf_user_id=error.user_id,
-                    username=error.username,
-                    refused=True,
-                )
+        if isinstance(error, ApiUserLimit):  # refused, but still an approval at Salesforce
+            self._recheck_later(ctx, error.org_id, error.user_id, error.username, True)
+
+    def _recheck_later(
+        self, ctx: LoginContext, org_id: str, user_id: str, username: str, refused: bool
+    ) -> None:
+        self._background.spawn(
+            self._health.recheck_api_user(
+                ctx, org_id=org_id, sf_user_id=user_id, username=username, refused=refused
             )
+        )
 
 
 @dataclass(frozen=True)

@@ -414,6 +414,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "DATABASE_URL": f"sqlite:///{tmp / 'vcc.db'}",
             "VCC_ENCRYPTION_KEY": Fernet.generate_key().decode(),
             "VCC_HEALTH_INTERVAL": "86400",  # keep the monitor out of the measurement
+            # Every status asks for a live check (concurrent ones share one), rather than
+            # reusing the last result: the load then exercises Salesforce calls.
+            "VCC_CHECK_REUSE": "0",
             "HOST": "127.0.0.1",
             "PORT": str(port),
             "LOG_LEVEL": "WARNING",

@@ -27,7 +27,7 @@ from tests.support.flow import (
 from tests.support.messages import buttons, text_of
 from tests.support.running import RunningBot
 from tests.support.salesforce import Salesforce
-from tests.support.slack_client import SlackClient, command_fields
+from tests.support.slack_client import SlackClient, bot_with, command_fields
 from tests.support.waiting import free_port, wait_until
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "RunningBot",
     "Salesforce",
     "SlackClient",
+    "bot_with",
     "buttons",
     "command_fields",
     "free_port",

@@ -25,17 +25,7 @@ from bot.domain import (
     LinkResult,
     LoginContext,
 )
-from bot.links import (
-    Background,
-    BrowserLogin,
-    Callback,
-    Hosts,
-    LinkHealth,
-    LinkService,
-    LoginFlow,
-    PendingTokens,
-    Store,
-)
+from bot.links import BrowserLogin, Callback, Core, LoginFlow, compose
 from bot.salesforce import SalesforceClient
 from storage.db import Database, create_db_engine, upgrade
 from tests.fakes import FakeSalesforce
@@ -87,25 +77,35 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-@dataclass
-class Core:
-    db: Database
-    salesforce: SalesforceClient
-    notifier: RecordingNotifier
-    clock: Clock
-    pending: PendingTokens
-    health: LinkHealth
-    login: LoginFlow
-    links: LinkService
-    background: Background
+class Linker:
+    """The whole login lifecycle, with the fake Salesforce playing the browser's part."""
 
-    async def link(self, fake: FakeSalesforce, account: str = "acme") -> LinkResult:
-        """The whole login lifecycle, with the fake Salesforce playing the browser's part."""
-        started = await self.login.start(
+    def __init__(self, login: LoginFlow) -> None:
+        self._login = login
+
+    async def __call__(self, fake: FakeSalesforce, account: str = "acme") -> LinkResult:
+        started = await self._login.start(
             LoginContext(TEAM, ADMIN, account, Environment.PRODUCTION, CHANNEL)
         )
-        opened = await self.login.open(started.url.rsplit("/", 1)[1], None)
-        return await self.login.complete(authorize(opened))
+        opened = await self._login.open(started.url.rsplit("/", 1)[1], None)
+        return await self._login.complete(authorize(opened))
+
+
+@dataclass
+class CoreUnderTest:
+    """The composed core, and what the test watches it through."""
+
+    db: Database
+    notifier: RecordingNotifier
+    clock: Clock
+    core: Core
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)  # pending, health, login, links, background
+
+    @property
+    def link(self) -> Linker:
+        return Linker(self.core.login)
 
 
 def authorize(opened: BrowserLogin) -> Callback:
@@ -128,54 +128,28 @@ async def core_for(
     *,
     db_timeout: float = 15.0,
     reuse_seconds: float = 30,
-) -> AsyncIterator[Core]:
+) -> AsyncIterator[CoreUnderTest]:
     db = Database(create_db_engine(database_url, timeout=db_timeout))
     upgrade(db.engine)
-    store = Store(db)
-    cipher = TokenCipher([Fernet.generate_key().decode()])
     salesforce = SalesforceClient(
         client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uri=CALLBACK
     )
     notifier = RecordingNotifier()
     clock = Clock()
-    hosts = Hosts({Environment.PRODUCTION: fake.url, Environment.SANDBOX: fake.url})
-    background = Background()
-    pending = PendingTokens(store=store, cipher=cipher, salesforce=salesforce, clock=clock)
-    health = LinkHealth(
-        store=store,
-        cipher=cipher,
+    core = compose(
+        db=db,
+        cipher=TokenCipher([Fernet.generate_key().decode()]),
         salesforce=salesforce,
-        hosts=hosts,
-        pending=pending,
         notifier=notifier,
-        clock=clock,
-        interval=timedelta(hours=1),
-        reuse_for=timedelta(seconds=reuse_seconds),
-    )
-    login = LoginFlow(
-        store=store,
-        cipher=cipher,
-        salesforce=salesforce,
-        hosts=hosts,
-        pending=pending,
-        health=health,
-        notifier=notifier,
-        background=background,
+        login_hosts={Environment.PRODUCTION: fake.url, Environment.SANDBOX: fake.url},
         public_url="http://127.0.0.1:9",
-        clock=clock,
-    )
-    links = LinkService(
-        store=store,
-        cipher=cipher,
-        salesforce=salesforce,
-        hosts=hosts,
-        notifier=notifier,
+        check_interval=timedelta(hours=1),
+        reuse_for=timedelta(seconds=reuse_seconds),
         clock=clock,
     )
     try:
-        yield Core(db, salesforce, notifier, clock, pending, health, login, links, background)
+        yield CoreUnderTest(db, notifier, clock, core)
     finally:
-        await background.aclose()
-        await health.idle()
+        await core.aclose()
         await salesforce.aclose()
         db.dispose()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -151,3 +153,17 @@ class SlackClient:
             lambda: (r := self.fake.responses(response_url)) and len(r) >= count and r,
             timeout,
         )
+
+
+@contextmanager
+def bot_with(
+    settings: Any, fake: FakeSlack, **changes: Any
+) -> Iterator[tuple[RunningBot, SlackClient]]:
+    """The bot served with some settings changed, and a Slack client for it."""
+    running = RunningBot(settings.model_copy(update=changes)).start()
+    client = SlackClient(running, fake)
+    try:
+        yield running, client
+    finally:
+        client.http.close()
+        running.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,8 @@ from bot.domain import (
 )
 from bot.messages import API_USER_NEEDS, LOGIN_ADVICE, describe
 
+SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}")
+
 
 @dataclass(frozen=True)
 class Message:
@@ -51,9 +54,26 @@ def _message(text: str, blocks: list[Block]) -> Message:
     return Message(text=text, blocks=[b.to_dict() for b in blocks])
 
 
-def _esc(value: str) -> str:
-    """Escape the three characters mrkdwn treats as control characters."""
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+# Zero-width spaces after mrkdwn's formatting characters: a value cannot open or close
+# bold, italics, strikethrough or code, and still looks the same.
+_FORMATTING = str.maketrans({c: c + "\u200b" for c in "*_~`"})
+
+
+def escape(value: str) -> str:
+    """Any value from outside (Salesforce, the command text, a CSV) for mrkdwn or for a
+    message's fallback text: no mention, link, channel ping or formatting can come of it.
+
+    Slack's mrkdwn treats &, < and > as control characters (its "Escaping text" section);
+    it has no escape for * _ ~ `, hence the zero-width spaces.
+    """
+    return (
+        value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").translate(_FORMATTING)
+    )
+
+
+def code(value: str) -> str:
+    """A value shown inside `backticks`: nothing is formatted there; it must not close them."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
 
 
 def _section(markdown: str) -> SectionBlock:
@@ -78,8 +98,8 @@ def _env(value: Environment | None) -> str:
 
 def link_details(view: AccountView) -> str:
     lines = [
-        f"*Org:* `{_esc(view.org_id or '?')}` ({_env(view.environment)})",
-        f"*API user:* {_esc(view.sf_username or '?')}",
+        f"*Org:* `{code(view.org_id or '?')}` ({_env(view.environment)})",
+        f"*API user:* {escape(view.sf_username or '?')}",
     ]
     if view.linked_by:
         lines.append(f"*Linked by:* <@{view.linked_by}> on {_when(view.linked_at)}")
@@ -102,7 +122,7 @@ def _warnings(view: AccountView) -> list[Block]:
 
 
 def link_prompt(view: AccountView) -> Message:
-    account = _esc(view.account_id)
+    account = escape(view.account_id)
     if view.status == LinkStatus.LINKED:
         intro = (
             f"VCC account *{account}* is already *Linked*.\n{link_details(view)}\n"
@@ -129,7 +149,7 @@ def link_prompt(view: AccountView) -> Message:
         )
     verb = "Relink" if view.status != LinkStatus.UNLINKED else "Link"
     return _message(
-        f"{verb} VCC account {view.account_id} to Salesforce",
+        f"{verb} VCC account {escape(view.account_id)} to Salesforce",
         [
             _section(intro),
             ActionsBlock(
@@ -169,7 +189,7 @@ def custom_domain_modal(account_id: str, private_metadata: str) -> dict[str, Any
         close="Cancel",
         blocks=[
             _section(
-                f"Link VCC account *{_esc(account_id)}* through your org's My Domain. "
+                f"Link VCC account *{escape(account_id)}* through your org's My Domain. "
                 "Setup → My Domain shows it."
             ),
             InputBlock(
@@ -189,7 +209,7 @@ def custom_domain_modal(account_id: str, private_metadata: str) -> dict[str, Any
 def check_your_dms(account_id: str, environment: Environment) -> Message:
     text = (
         f":envelope: Check your DMs: I sent you a {environment.label} login link for VCC "
-        f"account *{_esc(account_id)}*."
+        f"account *{escape(account_id)}*."
     )
     return _message(text, [_section(text)])
 
@@ -198,12 +218,12 @@ def login_link(link: LoginLink) -> Message:
     ctx, url = link.context, link.url
     minutes = int(link.expires_in.total_seconds() // 60)
     return _message(
-        f"Log in to Salesforce to link VCC account {ctx.account_id}",
+        f"Log in to Salesforce to link VCC account {escape(ctx.account_id)}",
         [
             HeaderBlock(text=PlainTextObject(text="Link VCC to Salesforce")),
             _section(
                 f"Log in to Salesforce *{ctx.environment.label}* to link VCC account "
-                f"*{_esc(ctx.account_id)}*, then click *Allow*.\n\n"
+                f"*{escape(ctx.account_id)}*, then click *Allow*.\n\n"
                 f":bust_in_silhouette: {LOGIN_ADVICE}"
             ),
             ActionsBlock(
@@ -229,7 +249,7 @@ def linked_dm(result: LinkResult) -> Message:
     verb = "Relinked" if result.relinked else "Linked"
     blocks: list[Block] = [
         _section(
-            f":white_check_mark: *{verb}.* VCC account *{_esc(view.account_id)}* now uses "
+            f":white_check_mark: *{verb}.* VCC account *{escape(view.account_id)}* now uses "
             f"Salesforce.\n{link_details(view)}"
         ),
         *_warnings(view),
@@ -242,29 +262,34 @@ def linked_dm(result: LinkResult) -> Message:
                 + ". Please check them on the API user's profile or permission sets."
             )
         )
-    return _message(f"{verb} VCC account {view.account_id} to Salesforce", blocks)
+    return _message(f"{verb} VCC account {escape(view.account_id)} to Salesforce", blocks)
 
 
 def linked_notice(result: LinkResult) -> Message:
     view = result.account
     verb = "relinked" if result.relinked else "linked"
     text = (
-        f":link: VCC account *{_esc(view.account_id)}* was {verb} to Salesforce org "
-        f"`{_esc(view.org_id or '?')}` ({_env(view.environment)}) as API user "
-        f"{_esc(view.sf_username or '?')} by <@{view.linked_by}>."
+        f":link: VCC account *{escape(view.account_id)}* was {verb} to Salesforce org "
+        f"`{code(view.org_id or '?')}` ({_env(view.environment)}) as API user "
+        f"{escape(view.sf_username or '?')} by <@{view.linked_by}>."
     )
-    return _message(f"VCC account {view.account_id} was {verb} to Salesforce", [_section(text)])
+    return _message(
+        f"VCC account {escape(view.account_id)} was {verb} to Salesforce", [_section(text)]
+    )
 
 
 def failure(error: LinkError, account_id: str | None = None) -> Message:
     title, detail = describe(error)
-    about = f" (VCC account *{_esc(account_id)}*)" if account_id else ""
-    return _message(f"{title}: {detail}", [_section(f":x: *{title}*{about}\n{_esc(detail)}")])
+    about = f" (VCC account *{escape(account_id)}*)" if account_id else ""
+    return _message(
+        f"{escape(title)}: {escape(detail)}",
+        [_section(f":x: *{escape(title)}*{about}\n{escape(detail)}")],
+    )
 
 
 def login_dm_failed(error: str) -> Message:
     text = (
-        f":warning: I could not send you the login link in a DM (Slack said {_esc(error)}). "
+        f":warning: I could not send you the login link in a DM (Slack said {escape(error)}). "
         "Nothing was linked; run `/vcc link` again."
     )
     return _message(text, [_section(text)])
@@ -301,14 +326,14 @@ _EVENT_LABELS = {
 
 
 def _actor(actor: str) -> str:
-    return f"<@{actor}>" if actor[:1] in ("U", "W") else actor
+    return f"<@{actor}>" if SLACK_USER.fullmatch(actor) else escape(actor)
 
 
 def history_line(entry: AuditEntry) -> str:
     label = _EVENT_LABELS.get(entry.event, entry.event)
     who = _actor(entry.actor)
-    user = f" · {_esc(entry.sf_username)}" if entry.sf_username else ""
-    detail = f": {_esc(entry.detail)}" if entry.detail else ""
+    user = f" · {escape(entry.sf_username)}" if entry.sf_username else ""
+    detail = f": {escape(entry.detail)}" if entry.detail else ""
     return f"{_when(entry.at)} · *{label}* by {who}{user}{detail}"
 
 
@@ -321,12 +346,12 @@ def _history(entries: list[AuditEntry], limit: int = 3) -> list[Block]:
 
 def history(account_id: str, entries: list[AuditEntry]) -> Message:
     if not entries:
-        text = f"No history yet for VCC account *{_esc(account_id)}*."
+        text = f"No history yet for VCC account *{escape(account_id)}*."
         return _message(text, [_section(text)])
     lines = "\n".join(f"• {history_line(e)}" for e in entries)
     return _message(
-        f"History of VCC account {account_id}",
-        [_section(f"*History of VCC account {_esc(account_id)}* (newest first)\n{lines}")],
+        f"History of VCC account {escape(account_id)}",
+        [_section(f"*History of VCC account {escape(account_id)}* (newest first)\n{lines}")],
     )
 
 
@@ -337,21 +362,24 @@ def status(
     checking: bool = False,
     history: list[AuditEntry] | None = None,
 ) -> Message:
-    account = _esc(view.account_id)
+    account = escape(view.account_id)
     history = history or []
     blocks: list[Block] = []
     if view.status == LinkStatus.UNLINKED:
         blocks.append(
-            _section(f"VCC account *{account}* is *Unlinked*. Link it with `/vcc link {account}`.")
+            _section(
+                f"VCC account *{account}* is *Unlinked*. Link it with "
+                f"`/vcc link {code(view.account_id)}`."
+            )
         )
         blocks += _history(history)
-        return _message(f"VCC account {view.account_id}: Unlinked", blocks)
+        return _message(f"VCC account {escape(view.account_id)}: Unlinked", blocks)
     if view.status == LinkStatus.LEGACY:
         blocks.append(
             _section(
                 f"VCC account *{account}* is *Legacy*: linked by an older method. "
                 "Relink recommended.\n"
-                f"*API user:* {_esc(view.sf_username or '?')} ({_env(view.environment)})"
+                f"*API user:* {escape(view.sf_username or '?')} ({_env(view.environment)})"
             )
         )
         blocks.append(
@@ -364,19 +392,21 @@ def status(
             )
         )
         blocks += _history(history)
-        return _message(f"VCC account {view.account_id}: Legacy (relink recommended)", blocks)
+        return _message(
+            f"VCC account {escape(view.account_id)}: Legacy (relink recommended)", blocks
+        )
     blocks += [_section(f"VCC account *{account}* is *Linked*.\n{link_details(view)}")]
     blocks += _warnings(view)
     if checking:
         blocks.append(_context(":hourglass_flowing_sand: Checking the link with Salesforce…"))
     elif check is not None:
         line = _HEALTH_LINE[check.health].format(
-            reason=_esc(check.reason or "unknown reason."), account=account
+            reason=escape(check.reason or "unknown reason."), account=code(view.account_id)
         )
         blocks.append(_section(line))
     elif view.health == Health.BROKEN:
         line = _HEALTH_LINE[Health.BROKEN].format(
-            reason=_esc(view.health_reason or "unknown"), account=account
+            reason=escape(view.health_reason or "unknown"), account=code(view.account_id)
         )
         blocks.append(_section(line))
     checked_at = check.checked_at if check is not None else None
@@ -385,25 +415,35 @@ def status(
         reused = " (a recent check's result: Salesforce was not asked again)"
         suffix = reused if check is not None and check.reused else ""
         blocks.append(_context(f"Last checked {_when(checked_at)}{suffix}"))
+    if check is not None and check.limited:
+        blocks.append(
+            _context(
+                ":hourglass: You asked for several live checks in the last minute, and each "
+                "costs the org Salesforce API calls: this is the last result. Ask again in "
+                "a minute for a new check."
+            )
+        )
     blocks += _history(history)
-    return _message(f"VCC account {view.account_id}: Linked", blocks)
+    return _message(f"VCC account {escape(view.account_id)}: Linked", blocks)
 
 
 def recovered_notice(view: AccountView) -> Message:
     text = (
-        f":large_green_circle: The Salesforce link of VCC account *{_esc(view.account_id)}* "
-        f"works again (org `{_esc(view.org_id or '?')}`, API user "
-        f"{_esc(view.sf_username or '?')})."
+        f":large_green_circle: The Salesforce link of VCC account *{escape(view.account_id)}* "
+        f"works again (org `{code(view.org_id or '?')}`, API user "
+        f"{escape(view.sf_username or '?')})."
     )
-    return _message(f"Salesforce link of VCC account {view.account_id} recovered", [_section(text)])
+    return _message(
+        f"Salesforce link of VCC account {escape(view.account_id)} recovered", [_section(text)]
+    )
 
 
 def approval_revoked_dm(account_id: str, revoked: list[AccountView], *, refused: bool) -> Message:
-    names = ", ".join(f"*{_esc(v.account_id)}*" for v in revoked)
+    names = ", ".join(f"*{escape(v.account_id)}*" for v in revoked)
     linking = (
-        f"Linking *{_esc(account_id)}* was refused, but Salesforce still counted the approval"
+        f"Linking *{escape(account_id)}* was refused, but Salesforce still counted the approval"
         if refused
-        else f"*{_esc(account_id)}* is linked, but its approval was a sixth one for that API user"
+        else f"*{escape(account_id)}* is linked, but its approval was a sixth one for that API user"
     )
     text = (
         f":warning: {linking} and revoked the oldest link of that API user: VCC account "
@@ -414,25 +454,27 @@ def approval_revoked_dm(account_id: str, revoked: list[AccountView], *, refused:
 
 def broken_notice(view: AccountView) -> Message:
     text = (
-        f":red_circle: The Salesforce link of VCC account *{_esc(view.account_id)}* "
-        f"(org `{_esc(view.org_id or '?')}`, API user {_esc(view.sf_username or '?')}) is "
-        f"broken: {_esc(view.health_reason or 'unknown reason')}\nVCC cannot look up records "
+        f":red_circle: The Salesforce link of VCC account *{escape(view.account_id)}* "
+        f"(org `{code(view.org_id or '?')}`, API user {escape(view.sf_username or '?')}) is "
+        f"broken: {escape(view.health_reason or 'unknown reason')}\nVCC cannot look up records "
         f"or log calls for this account until an admin relinks it with "
-        f"`/vcc link {_esc(view.account_id)}`."
+        f"`/vcc link {code(view.account_id)}`."
     )
-    return _message(f"Salesforce link of VCC account {view.account_id} is broken", [_section(text)])
+    return _message(
+        f"Salesforce link of VCC account {escape(view.account_id)} is broken", [_section(text)]
+    )
 
 
 # ---- /vcc unlink ---------------------------------------------------------------------
 
 
 def unlink_warning(view: AccountView) -> Message:
-    account = _esc(view.account_id)
+    account = escape(view.account_id)
     revoke = (
         " The stored token is revoked at Salesforce." if view.status == LinkStatus.LINKED else ""
     )
     return _message(
-        f"Unlink VCC account {view.account_id} from Salesforce?",
+        f"Unlink VCC account {escape(view.account_id)} from Salesforce?",
         [
             _section(
                 f":warning: *Unlink VCC account {account} from Salesforce?*\n"
@@ -470,30 +512,30 @@ def unlink_warning(view: AccountView) -> Message:
 
 def unlinked_result(view: AccountView) -> Message:
     text = (
-        f":broken_chain: VCC account *{_esc(view.account_id)}* is now *Unlinked*: VCC no longer "
-        f"uses Salesforce for it. Link it again with `/vcc link {_esc(view.account_id)}`."
+        f":broken_chain: VCC account *{escape(view.account_id)}* is now *Unlinked*: VCC no longer "
+        f"uses Salesforce for it. Link it again with `/vcc link {code(view.account_id)}`."
     )
     return _message(text, [_section(text)])
 
 
 def unlinked_notice(view: AccountView, by_user: str) -> Message:
     text = (
-        f":broken_chain: VCC account *{_esc(view.account_id)}* was unlinked from Salesforce "
-        f"org `{_esc(view.org_id or '?')}` by <@{by_user}>. Calls of this account are no "
+        f":broken_chain: VCC account *{escape(view.account_id)}* was unlinked from Salesforce "
+        f"org `{code(view.org_id or '?')}` by <@{by_user}>. Calls of this account are no "
         "longer logged in Salesforce."
     )
-    return _message(f"VCC account {view.account_id} was unlinked", [_section(text)])
+    return _message(f"VCC account {escape(view.account_id)} was unlinked", [_section(text)])
 
 
 def nothing_changed(account_id: str) -> Message:
-    text = f"Nothing changed: VCC account *{_esc(account_id)}* stays as it was."
+    text = f"Nothing changed: VCC account *{escape(account_id)}* stays as it was."
     return _message(text, [_section(text)])
 
 
 def channel_unreachable(channel_id: str, error: str) -> Message:
     text = (
         f":mailbox_closed: I could not post the status notice in <#{channel_id}> "
-        f"({_esc(error)}). Invite me there with `/invite @VCC`, or run `/vcc link` from a "
+        f"({escape(error)}). Invite me there with `/invite @VCC`, or run `/vcc link` from a "
         "channel I am in to make it the notification channel."
     )
     return _message(text, [_section(text)])

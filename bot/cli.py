@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx2
 import uvicorn
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -23,6 +22,7 @@ from bot.config import DatabaseSettings, Settings, SettingsError, load, load_set
 from bot.crypto import TokenCipher, generate_key
 from bot.domain import Environment
 from bot.links import Background, Core, LinkHealth, LinkService, LoginFlow, compose
+from bot.logs import EscapingFormatter
 from bot.maintenance import (
     LegacyImportError,
     RotationReport,
@@ -33,7 +33,7 @@ from bot.maintenance import (
 from bot.monitor import HealthMonitor
 from bot.notify import SlackNotifier
 from bot.salesforce import SalesforceClient
-from bot.slack_app import Services, create_app
+from bot.slack_app import BotIdentity, Services, create_app
 from bot.web import create_web_app
 from storage.db import Database, create_db_engine, upgrade
 from storage.models import utcnow
@@ -115,8 +115,10 @@ def build(
         reuse_for=timedelta(seconds=settings.vcc_check_reuse),
         clock=utcnow,
     )
+    identity = BotIdentity(slack_client)
     bolt = create_app(
         client=slack_client,
+        identity=identity,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         services=Services(
             links=core.links,
@@ -144,8 +146,10 @@ def build(
     )
     runtime.web = create_web_app(
         login=core.login,
-        ready=db.ready,
-        slack=None if socket_mode else AsyncSlackRequestHandler(bolt),
+        public_url=settings.public_url,
+        ready=lambda: ready(db, identity),
+        startup=identity.keep_loading,
+        bolt=None if socket_mode else bolt,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         cookie_secure=settings.cookie_secure,
         background=monitor.run_forever,
@@ -154,8 +158,17 @@ def build(
     return runtime
 
 
+async def ready(db: Database, identity: BotIdentity) -> bool:
+    """Serving: the database answers and the bot knows who it is in Slack."""
+    return identity.ready and await db.ready()
+
+
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Messages can carry what a request sent (a path, a Slack field): escaping control
+    # characters keeps each record on one line, so none can forge another record.
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # These log full request URLs (and, at DEBUG, bodies): keep them quiet.
     for noisy in (
         "httpx",
@@ -229,27 +242,34 @@ def db_upgrade() -> int:
 
 
 def import_legacy_command(path: Path) -> int:
+    from bot.maintenance import LegacyFileError, legacy_lines, parse_legacy_csv
+
     settings = load(DatabaseSettings)
     configure_logging(settings.log_level)
+
+    def refused(exc: LegacyImportError) -> int:
+        print(f"Nothing was imported from {path}:", file=sys.stderr)
+        for problem in exc.report():
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+
+    # The whole file is checked before the database is opened: a bad file touches nothing.
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open("rb") as file:
+            rows = parse_legacy_csv(legacy_lines(file))
     except OSError as exc:
         print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 1
-    except UnicodeDecodeError as exc:
-        print(
-            f"cannot read {path}: not UTF-8 text (byte {exc.start}); save it as CSV UTF-8",
-            file=sys.stderr,
-        )
+    except LegacyFileError as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
         return 1
+    except LegacyImportError as exc:
+        return refused(exc)
     db = _database(settings)
     try:
-        count = import_legacy(db, text)
+        count = import_legacy(db, rows)
     except LegacyImportError as exc:
-        print(f"Nothing was imported from {path}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
+        return refused(exc)
     finally:
         db.dispose()
     print(f"Imported {count} legacy account(s) from {path}; /vcc status shows them as Legacy.")

@@ -10,8 +10,10 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
-SLACK_TOKEN = re.compile(r"^(xoxb|xapp)-[0-9A-Za-z-]{6,}$")
+from bot.urls import transport_ok
+
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
+SLACK_TOKEN = re.compile(r"(xoxb|xapp)-[0-9A-Za-z-]{6,}")
 
 
 class SettingsError(Exception):
@@ -29,7 +31,10 @@ class SettingsError(Exception):
 def _http_url(value: str, name: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"must be an http(s) URL, got {value!r}")
+        raise ValueError(f"must be an https URL, got {value!r}")
+    if not transport_ok(value):
+        # Tokens and codes travel through these URLs: plain http only on this machine.
+        raise ValueError(f"must use https (plain http only for localhost), got {value!r}")
     if parts.query or parts.fragment:
         raise ValueError(f"{name} must not carry a query or fragment")
     return value.rstrip("/")
@@ -77,7 +82,7 @@ class Settings(DatabaseSettings):
     @classmethod
     def _bot_token(cls, v: SecretStr) -> SecretStr:
         value = v.get_secret_value()
-        if not value.startswith("xoxb-") or not SLACK_TOKEN.match(value):
+        if not value.startswith("xoxb-") or not SLACK_TOKEN.fullmatch(value):
             raise ValueError("must be a bot token (xoxb-…) from the app's OAuth & Permissions page")
         return v
 
@@ -85,7 +90,7 @@ class Settings(DatabaseSettings):
     @classmethod
     def _app_token(cls, v: SecretStr | None) -> SecretStr | None:
         value = v.get_secret_value() if v is not None else ""
-        if value and (not value.startswith("xapp-") or not SLACK_TOKEN.match(value)):
+        if value and (not value.startswith("xapp-") or not SLACK_TOKEN.fullmatch(value)):
             raise ValueError("must be an app-level token (xapp-…) with connections:write")
         return v if value else None
 
@@ -130,7 +135,7 @@ class Settings(DatabaseSettings):
         if not isinstance(v, list | tuple | set | frozenset):
             raise ValueError("must be Slack user ids separated by commas")
         users = frozenset(str(u) for u in v)
-        bad = sorted(u for u in users if not SLACK_USER_ID.match(u))
+        bad = sorted(u for u in users if not SLACK_USER_ID.fullmatch(u))
         if bad:
             raise ValueError(f"not Slack user ids: {', '.join(bad)}")
         return users

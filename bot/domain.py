@@ -28,9 +28,9 @@ from enum import StrEnum
 from typing import Protocol
 
 DEFAULT_ACCOUNT = "default"
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # A My Domain login host: NAME.my.salesforce.com, or NAME--SANDBOX.sandbox.my.salesforce.com.
-MY_DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?(?:\.sandbox)?\.my\.salesforce\.com$")
+MY_DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?(?:\.sandbox)?\.my\.salesforce\.com")
 
 
 # ---- the domain's words: storage imports these, never the other way ------------------
@@ -95,9 +95,10 @@ class InvalidAccountId(LinkError):
 
 
 class InvalidMyDomain(LinkError):
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, *, unprintable: bool = False) -> None:
         super().__init__(value)
         self.value = value
+        self.unprintable = unprintable  # a space, line break or control character inside
 
 
 class LoginLinkProblem(LinkError):
@@ -233,6 +234,7 @@ class HealthCheck:
     reason: str | None
     checked_at: datetime | None = None  # when the result was found
     reused: bool = False  # a recent check's result, not a new call to Salesforce
+    limited: bool = False  # the asker used up their live checks for now
 
 
 @dataclass(frozen=True)
@@ -262,14 +264,22 @@ class Notifier(Protocol):
 
 def parse_account_id(value: str | None) -> str:
     value = (value or "").strip() or DEFAULT_ACCOUNT
-    if not ACCOUNT_ID.match(value):
+    if not ACCOUNT_ID.fullmatch(value):
         raise InvalidAccountId(value)
     return value
 
 
 def parse_my_domain(value: str) -> str:
-    """An admin's My Domain host (with or without https://) as the login URL to use."""
-    host = value.strip().lower().removeprefix("https://").rstrip("/")
-    if not MY_DOMAIN.match(host):
-        raise InvalidMyDomain(value.strip())
+    """An admin's My Domain host (with or without https://) as the login URL to use.
+
+    Surrounding spaces are forgiven; a space, line break or other control character inside
+    is refused, and so is anything that is not a whole My Domain host (fullmatch: `$`
+    alone would accept a trailing newline).
+    """
+    trimmed = value.strip(" ")
+    if any(ch.isspace() or not ch.isprintable() for ch in trimmed):
+        raise InvalidMyDomain(trimmed, unprintable=True)
+    host = trimmed.lower().removeprefix("https://").rstrip("/")
+    if not MY_DOMAIN.fullmatch(host):
+        raise InvalidMyDomain(trimmed)
     return f"https://{host}"

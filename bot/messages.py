@@ -52,6 +52,7 @@ UNDECRYPTABLE = "The stored token cannot be decrypted with any key in VCC_ENCRYP
 NOT_REACHED = "Salesforce could not be reached."
 NOT_IN_TIME = "Salesforce did not answer in time; the check goes on and its result is recorded."
 NOT_VERIFIED = "Salesforce's answer could not be verified."
+NOT_AS_EXPECTED = "Salesforce did not answer as expected."
 DATABASE_SLOW = "The bot's database did not answer in time."
 BAD_CLIENT = (
     "Salesforce refused the bot's connected-app credentials "
@@ -110,6 +111,15 @@ def refusal_reason(error: LinkError) -> str:
     return type(error).__name__
 
 
+def sixth_approval_elsewhere(username: str) -> str:
+    """The same, told to another workspace: which account cost it is not theirs to know."""
+    return (
+        f"Salesforce revoked this link because the API user {username} approved a sixth "
+        "connection; Salesforce keeps at most five per user. Relink this account with "
+        "another API user."
+    )
+
+
 def sixth_approval_reason(username: str, account_id: str) -> str:
     """Why a link died when the same API user approved a connection beyond five."""
     return (
@@ -128,6 +138,12 @@ def describe(error: LinkError) -> tuple[str, str]:
             return "Linking cancelled", (
                 "You did not allow access in Salesforce, so nothing was linked. "
                 "Run /vcc link to try again."
+            )
+        case SalesforceLoginFailed(error="unexpected_answer"):
+            return "Salesforce did not answer as expected", (
+                "Salesforce answered, but not in the form it documents (for example an HTML "
+                "page instead of data), so nothing was linked and any new approval was "
+                "revoked. Try again in a few minutes; if it persists, check the login host."
             )
         case SalesforceLoginFailed(error=code, description=description):
             detail = f" ({description})" if description else ""
@@ -173,6 +189,11 @@ def describe(error: LinkError) -> tuple[str, str]:
             return "The link changed meanwhile", (
                 "Someone relinked this account while you acted; nothing of the new link "
                 "was touched. Run /vcc status to see where it stands."
+            )
+        case InvalidMyDomain(value=value, unprintable=True):
+            return "Not a My Domain host", (
+                f"{value!r} contains a space, a line break or another control character. "
+                "Type the My Domain host on one line, for example acme.my.salesforce.com."
             )
         case InvalidMyDomain(value=value):
             return "Not a My Domain host", (

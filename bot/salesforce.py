@@ -16,10 +16,13 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+
+from bot.urls import on_salesforce
 
 API_VERSION = "62.0"
 SCOPE = "api refresh_token id"
@@ -37,6 +40,8 @@ RECOMMENDED_PERMISSIONS = {
     "PermissionsViewAllData": "View All Data",
     "PermissionsModifyAllData": "Modify All Data",
 }
+# Salesforce answered, but not in a form the bot understands (HTML, a wrong shape).
+UNEXPECTED = "unexpected_answer"
 _INVALID_FIELD = re.compile(r"No such column '(\w+)'")
 # At most this many Salesforce calls at once per process; more wait up to POOL_WAIT for a
 # connection and then fail as "unavailable", so a burst cannot build an unbounded backlog.
@@ -63,14 +68,15 @@ class SalesforceRejected(SalesforceError):
 
 
 class SignatureMismatch(SalesforceError):
-    """The token response's signature does not match: it did not come from our app.
+    """The token response is not trusted: its signature does not match our app's secret,
+    or it points the bot at a host that is not Salesforce's.
 
     Carries the response's tokens so the caller can revoke them: if they work, they
     must not stay live.
     """
 
-    def __init__(self, tokens: list[str]) -> None:
-        super().__init__("the token response's signature does not match")
+    def __init__(self, tokens: list[str], why: str = "its signature does not match") -> None:
+        super().__init__(f"the token response is not trusted: {why}")
         self.tokens = tokens
 
 
@@ -131,7 +137,7 @@ def expected_signature(client_secret: str, identity_url: str, issued_at: str) ->
 def _ids_from_identity_url(identity_url: str) -> tuple[str, str]:
     parts = urlsplit(identity_url).path.rstrip("/").split("/")
     if len(parts) < 3 or parts[-3] != "id":
-        raise SalesforceRejected("invalid_response", "the identity URL has an unexpected form")
+        raise SalesforceRejected(UNEXPECTED, "the identity URL has an unexpected form")
     return parts[-2], parts[-1]
 
 
@@ -206,8 +212,10 @@ class SalesforceClient:
                 raise SalesforceUnavailable(
                     f"Salesforce answered HTTP {exc.response.status_code}"
                 ) from None
-            except (httpx2.HTTPError, ValueError) as exc:
+            except httpx2.HTTPError as exc:
                 raise SalesforceUnavailable(f"Salesforce could not be reached ({exc})") from None
+            except ValueError:  # a 200 that is not JSON (an HTML error page, a proxy's page)
+                raise SalesforceRejected(UNEXPECTED, "the token endpoint's answer") from None
 
     def authorize_url(self, login_host: str, *, state: str, code_verifier: str) -> str:
         client = AsyncOAuth2Client(
@@ -224,21 +232,26 @@ class SalesforceClient:
         )
         return url
 
-    def _grant(self, token: dict[str, object], *, fallback_refresh: str | None) -> TokenGrant:
+    def _grant(
+        self, token: dict[str, object], *, login_host: str, fallback_refresh: str | None
+    ) -> TokenGrant:
         try:
             identity_url = str(token["id"])
             issued_at = str(token["issued_at"])
             access_token = str(token["access_token"])
             instance_url = str(token["instance_url"]).rstrip("/")
         except KeyError as missing:
-            raise SalesforceRejected(
-                "invalid_response", f"token response lacks {missing}"
-            ) from None
+            raise SalesforceRejected(UNEXPECTED, f"token response lacks {missing}") from None
         signature = str(token.get("signature", ""))
         wanted = expected_signature(self._client_secret, identity_url, issued_at)
+        tokens = [str(token[k]) for k in ("refresh_token", "access_token") if token.get(k)]
         if not hmac.compare_digest(signature.encode(), wanted.encode()):
-            tokens = [str(token[k]) for k in ("refresh_token", "access_token") if token.get(k)]
             raise SignatureMismatch(tokens)
+        # The signature covers id and issued_at only: instance_url could be rewritten on
+        # the way, and the access token would then be sent there. Trust neither blindly.
+        for name, url in (("instance_url", instance_url), ("id", identity_url)):
+            if not on_salesforce(url, login_host):
+                raise SignatureMismatch(tokens, f"{name} is not on a Salesforce domain")
         refresh = token.get("refresh_token")
         return TokenGrant(
             access_token=access_token,
@@ -257,13 +270,13 @@ class SalesforceClient:
                 code=code,
                 code_verifier=code_verifier,
             )
-        return self._grant(token, fallback_refresh=None)
+        return self._grant(token, login_host=login_host, fallback_refresh=None)
 
     async def refresh(self, login_host: str, refresh_token: str) -> TokenGrant:
         async with self._oauth() as client:
             token = await client.refresh_token(login_host + TOKEN_PATH, refresh_token=refresh_token)
         # Without refresh-token rotation Salesforce sends no new one: keep the old.
-        return self._grant(token, fallback_refresh=refresh_token)
+        return self._grant(token, login_host=login_host, fallback_refresh=refresh_token)
 
     async def revoke(self, login_host: str, token: str) -> None:
         """Revoke a token; an already revoked one counts as success."""
@@ -295,10 +308,10 @@ class SalesforceClient:
             raise SalesforceRejected(
                 "identity_refused", response.text[:200], status=response.status_code
             )
-        data = response.json()
+        data = _json_object(response)
         org_id, user_id = _ids_from_identity_url(grant.identity_url)
         if data.get("organization_id") != org_id or data.get("user_id") != user_id:
-            raise SalesforceRejected("invalid_response", "identity does not match the token")
+            raise SalesforceRejected(UNEXPECTED, "identity does not match the token")
         return Identity(
             org_id=org_id,
             user_id=user_id,
@@ -318,8 +331,10 @@ class SalesforceClient:
             soql = f"SELECT {', '.join(fields)} FROM UserPermissionAccess"  # noqa: S608
             response = await self._get(url, grant.access_token, q=soql)
             if response.status_code == 200:
-                records = response.json().get("records") or [{}]
-                row = records[0]
+                records = _json_object(response).get("records") or [{}]
+                row = records[0] if isinstance(records, list) and records else {}
+                if not isinstance(row, dict):
+                    raise SalesforceRejected(UNEXPECTED, "the permission query's rows")
                 return Permissions(
                     granted={f: bool(row.get(f)) for f in fields}, unchecked=frozenset(unchecked)
                 )
@@ -330,6 +345,17 @@ class SalesforceClient:
             fields.remove(bad.group(1))
             unchecked.add(bad.group(1))
         return Permissions(granted={}, unchecked=frozenset(unchecked))
+
+
+def _json_object(response: httpx2.Response) -> dict[str, Any]:
+    """The JSON object Salesforce documents; an HTML page or another shape is unexpected."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise SalesforceRejected(UNEXPECTED, f"not a JSON object (HTTP {response.status_code})")
+    return data
 
 
 def _oauth_error(response: httpx2.Response) -> str:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import listeners
@@ -31,6 +35,48 @@ class Services:
     admins: AdminPolicy
 
 
+class BotIdentity:
+    """Who the bot is (auth.test), learnt at start-up rather than on the first request.
+
+    bolt's single-workspace authorization calls auth.test when the first request arrives,
+    and that request waits for it (seconds when Slack is slow). Here it is asked while the
+    app starts; /healthz reports ready only once it is known, and every request is
+    authorized from it.
+    """
+
+    RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+        self._result: AuthorizeResult | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._result is not None
+
+    async def load(self) -> AuthorizeResult:
+        response = await self._client.auth_test()
+        self._result = AuthorizeResult.from_auth_test_response(
+            auth_test_response=response, bot_token=self._client.token, user_token=None
+        )
+        return self._result
+
+    async def keep_loading(self) -> None:
+        """Until Slack answers (a start while Slack is down must not end the process)."""
+        attempt = 0
+        while self._result is None:
+            try:
+                await self.load()
+            except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+                wait = self.RETRY_SECONDS[min(attempt, len(self.RETRY_SECONDS) - 1)]
+                log.warning("auth.test failed (%s); trying again in %.0f s", exc, wait)
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    async def authorize(self) -> AuthorizeResult:
+        return self._result or await self.load()
+
+
 class _SkipTokenFromEnvironmentWarning(logging.Filter):
     """bolt reads SLACK_BOT_TOKEN itself and warns that the client we pass wins; it should."""
 
@@ -38,15 +84,30 @@ class _SkipTokenFromEnvironmentWarning(logging.Filter):
         return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
-def create_app(*, client: AsyncWebClient, signing_secret: str, services: Services) -> AsyncApp:
+def create_app(
+    *,
+    client: AsyncWebClient,
+    signing_secret: str,
+    services: Services,
+    identity: BotIdentity,
+) -> AsyncApp:
     bolt_logger = logging.getLogger("vcc.bolt")
     if not bolt_logger.filters:
         bolt_logger.addFilter(_SkipTokenFromEnvironmentWarning())
+
+    async def authorize() -> AuthorizeResult:
+        # A plain function: bolt passes arguments by the names in its signature.
+        return await identity.authorize()
+
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
+        authorize=authorize,
         # Ack first, work after: listeners keep running once Slack has its answer.
         process_before_response=False,
+        # bot.web checks the signature on the raw body before anything else, then hands
+        # bolt a validated body (bot.slack_requests); Socket Mode carries no signature.
+        request_verification_enabled=False,
         logger=bolt_logger,
     )
 

@@ -12,8 +12,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import Any
+from urllib.parse import urlsplit
 
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.starlette.async_handler import to_starlette_response
+from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,8 +24,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.domain import AttemptProblem, DatabaseDown, LinkError, LoginLinkProblem
-from bot.links import Callback, LoginFlow
-from bot.messages import describe
+from bot.limits import RequestLimits
+from bot.links import Callback, LoginFlow, LoginPreview
+from bot.logs import escape_controls
+from bot.messages import LOGIN_ADVICE, describe
+from bot.slack_requests import MalformedRequest, normalise
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("vcc.access")
@@ -66,12 +71,47 @@ _PAGE_HEADERS = {
 }
 
 
-def page(title: str, *paragraphs: str, status: int = 200, ok: bool = True) -> HTMLResponse:
-    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+def page(
+    title: str,
+    *paragraphs: str,
+    status: int = 200,
+    ok: bool = True,
+    form: str = "",
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs) + form
     content = _PAGE.format(
         title=html.escape(title), paragraphs=body, colour="#007a5a" if ok else "#b42318"
     )
-    return HTMLResponse(content, status_code=status, headers=_PAGE_HEADERS)
+    return HTMLResponse(content, status_code=status, headers=headers or _PAGE_HEADERS)
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def continue_page(preview: LoginPreview) -> HTMLResponse:
+    """The login link's page: one button, a POST, binds the browser and goes to Salesforce.
+
+    Opening the link changes nothing, so a link scanner's GET or HEAD cannot use it up.
+    """
+    label = preview.environment.label
+    form = (
+        '<form method="post"><button type="submit" style="font-size:1rem;padding:.6rem '
+        '1.2rem;border-radius:6px;border:0;background:#007a5a;color:#fff;cursor:pointer">'
+        f"Continue to Salesforce {html.escape(label)}</button></form>"
+    )
+    # Browsers apply form-action to the redirect after the POST too: allow that host only.
+    csp = f"{_PAGE_HEADERS['Content-Security-Policy']}; form-action 'self' "
+    csp += origin_of(preview.login_host)
+    return page(
+        f"Link VCC account {preview.account_id}",
+        f"Log in to Salesforce {label} directly as the API user, then click Allow.",
+        LOGIN_ADVICE,
+        form=form,
+        headers={**_PAGE_HEADERS, "Content-Security-Policy": csp},
+    )
 
 
 def error_page(error: LinkError) -> HTMLResponse:
@@ -97,25 +137,56 @@ def slack_signature_ok(verifier: SignatureVerifier, request: Request, body: byte
 def create_web_app(
     *,
     login: LoginFlow,
+    public_url: str,
     ready: Callable[[], Awaitable[bool]],
-    slack: AsyncSlackRequestHandler | None,
+    bolt: AsyncApp | None,
     signing_secret: str,
     cookie_secure: bool,
     background: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    startup: Callable[[], Coroutine[Any, Any, None]] | None = None,
     shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
-    """The app; `background` (the health monitor) runs while the app is served, and
-    `shutdown` (finish work in flight, close clients) runs when it stops."""
+    """The app. `startup` (learning who the bot is in Slack) starts with the app, without
+    holding up the server: /healthz waits for it through `ready`; `background` (the health
+    monitor) runs while the app is served; `shutdown` (finish work in flight, close
+    clients) runs when it stops."""
     verifier = SignatureVerifier(signing_secret)
+    public_origin = origin_of(public_url)
 
     async def slack_events(request: Request) -> Response:
         body = await request.body()
         if not slack_signature_ok(verifier, request, body):
             return JSONResponse({"error": "invalid request signature"}, status_code=401)
-        assert slack is not None
-        return await slack.handle(request)
+        try:
+            normalised = normalise(body, request.headers.get("content-type", ""))
+        except MalformedRequest as exc:
+            return JSONResponse({"error": f"malformed request: {exc}"}, status_code=400)
+        assert bolt is not None
+        bolt_request = AsyncBoltRequest(
+            body=normalised,
+            query=request.query_params,  # type: ignore[arg-type]
+            headers=request.headers,  # type: ignore[arg-type]
+        )
+        return to_starlette_response(await bolt.async_dispatch(bolt_request))
+
+    async def show_login(request: Request) -> Response:
+        try:
+            preview = await login.preview(
+                request.path_params["token"], request.cookies.get(BROWSER_COOKIE)
+            )
+        except LinkError as exc:
+            return error_page(exc)
+        return continue_page(preview)
 
     async def open_login(request: Request) -> Response:
+        if request.headers.get("origin", "").lower() != public_origin:
+            # Only our own page's button may bind a browser (cross-site request forgery).
+            return page(
+                "Use the button on the login page",
+                "Open the login link from your Slack DM and click its button.",
+                status=403,
+                ok=False,
+            )
         try:
             opened = await login.open(
                 request.path_params["token"], request.cookies.get(BROWSER_COOKIE)
@@ -123,7 +194,7 @@ def create_web_app(
         except LinkError as exc:
             return error_page(exc)
         response = RedirectResponse(
-            opened.salesforce_url, status_code=302, headers={"Cache-Control": "no-store"}
+            opened.salesforce_url, status_code=303, headers={"Cache-Control": "no-store"}
         )
         response.set_cookie(
             BROWSER_COOKIE,
@@ -169,36 +240,41 @@ def create_web_app(
         return JSONResponse({"ok": True, "database": "ok"})
 
     routes = [
-        Route(f"{LOGIN_PREFIX}{{token}}", open_login, methods=["GET"]),
+        Route(f"{LOGIN_PREFIX}{{token}}", show_login, methods=["GET"]),
+        Route(f"{LOGIN_PREFIX}{{token}}", open_login, methods=["POST"]),
         Route("/salesforce/callback", callback, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
-    if slack is not None:
+    if bolt is not None:
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(background()) if background else None
+        tasks = [asyncio.create_task(work()) for work in (startup, background) if work]
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
+            for task in tasks:
                 with suppress(asyncio.CancelledError):
                     await task
             if shutdown is not None:
                 await shutdown()
 
     app = Starlette(routes=routes, lifespan=lifespan)
+    # Inside AccessLog (added last), so that its refusals are logged too.
+    app.add_middleware(RequestLimits, signed_paths={"/slack/events"} if bolt is not None else ())
     app.add_middleware(AccessLog)
     return app
 
 
 def loggable_path(path: str) -> str:
-    """The request path without its secrets: login tokens are cut, query strings never kept."""
+    """The request path without its secrets (login tokens are cut, query strings never kept)
+    and on one line: control characters, which arrive percent-decoded, are escaped."""
     if path.startswith(LOGIN_PREFIX):
         return LOGIN_PREFIX + "…"
-    return path
+    return escape_controls(path)
 
 
 class AccessLog:
@@ -225,7 +301,7 @@ class AccessLog:
         finally:
             access_log.info(
                 "%s %s %s %.1fms",
-                scope["method"],
+                escape_controls(scope["method"]),
                 loggable_path(scope["path"]),
                 status,
                 (time.perf_counter() - started) * 1000,

@@ -9,6 +9,7 @@ StorageUnavailable, whatever the driver said.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,9 +38,26 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def create_private_file(database: str | None) -> None:
+    """Create a SQLite database file that does not exist yet, readable by its owner only.
+
+    It holds encrypted tokens and the audit trail, and sqlite3 would create it 0644 under
+    the usual umask; SQLite gives the -wal and -shm files it makes beside it the database
+    file's mode. An existing file keeps the mode it has.
+    """
+    if database in (None, "", ":memory:") or database.startswith("file:"):
+        return  # in memory, or a URI whose options are sqlite3's to read
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (FileExistsError, FileNotFoundError):
+        return  # there already; or no such directory, which SQLite reports when it connects
+    os.close(fd)
+
+
 def create_db_engine(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Engine:
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
+        create_private_file(make_url(url).database)
         # Session work runs in worker threads, so the connection must be allowed to move
         # between them; the busy timeout lets a writer wait for another, within bounds.
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})

@@ -34,7 +34,9 @@ __all__ = [
     "LinkFields",
     "LinkStatus",
     "LoginAttempt",
+    "OnceKey",
     "PendingToken",
+    "RateWindow",
     "VccAccount",
     "utcnow",
 ]
@@ -187,3 +189,23 @@ class LoginAttempt(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=_ts(nullable=False))
     consumed_at: datetime | None = Field(default=None, sa_column=_ts())
     withdrawn_at: datetime | None = Field(default=None, sa_column=_ts())  # unlinked meanwhile
+
+
+class OnceKey(SQLModel, table=True):
+    """A thing done at most once across deliveries and replicas (a hashed key, kept a while)."""
+
+    __tablename__ = "once_key"
+    __table_args__ = (Index("ix_once_key_expires", "expires_at"),)
+
+    key_hash: str = Field(max_length=64, primary_key=True)
+    expires_at: datetime = Field(sa_column=_ts(nullable=False))
+
+
+class RateWindow(SQLModel, table=True):
+    """How often someone did something in the current window (live checks per user)."""
+
+    __tablename__ = "rate_window"
+
+    key: str = Field(max_length=128, primary_key=True)
+    window_start: datetime = Field(sa_column=_ts(nullable=False))
+    count: int = Field(default=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Insert, delete, insert, or_, update
+from sqlalchemy import ColumnElement, delete, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -27,7 +27,9 @@ from storage.models import (
     AuditEvent,
     LinkFields,
     LoginAttempt,
+    OnceKey,
     PendingToken,
+    RateWindow,
     VccAccount,
 )
 
@@ -162,10 +164,34 @@ def _usable(now: datetime) -> tuple[ColumnElement[bool], ...]:
     )
 
 
+def _this_browser(presented_hash: str | None) -> ColumnElement[bool]:
+    """Not bound yet, or bound to the browser presenting this secret."""
+    unbound = col(LoginAttempt.browser_hash).is_(None)
+    if presented_hash is None:
+        return unbound
+    return or_(unbound, col(LoginAttempt.browser_hash) == presented_hash)
+
+
+def peek_login_attempt(
+    session: Session, *, link_hash: str, presented_hash: str | None, now: datetime
+) -> LoginAttempt:
+    """The login link as this browser may still use it; changes nothing (GET, HEAD)."""
+    attempt = session.exec(
+        select(LoginAttempt).where(
+            col(LoginAttempt.link_hash) == link_hash, *_usable(now), _this_browser(presented_hash)
+        )
+    ).first()
+    if attempt is not None:
+        return attempt
+    found = session.exec(select(LoginAttempt).where(LoginAttempt.link_hash == link_hash)).first()
+    raise AttemptRefused(_diagnose(found, now=now))
+
+
 def bind_login_attempt(
     session: Session,
     *,
     link_hash: str,
+    presented_hash: str | None,
     browser_hash: str,
     state_hash: str,
     code_verifier_encrypted: str,
@@ -173,19 +199,15 @@ def bind_login_attempt(
 ) -> LoginAttempt:
     """Bind a login link to the first browser that opens it, with a fresh state.
 
-    The same browser may open it again (a closed tab); a second browser may not. One
-    conditional UPDATE decides, so two browsers racing cannot both win. Raises
-    AttemptRefused with the reason otherwise.
+    The same browser (presenting the secret it was given) may open it again, e.g. after
+    closing the tab; a second browser may not. Each binding stores a freshly minted
+    browser secret, never one the client chose. One conditional UPDATE decides, so two
+    browsers racing cannot both win. Raises AttemptRefused with the reason otherwise.
     """
     result = session.exec(
         update(LoginAttempt)
         .where(
-            col(LoginAttempt.link_hash) == link_hash,
-            *_usable(now),
-            or_(
-                col(LoginAttempt.browser_hash).is_(None),
-                col(LoginAttempt.browser_hash) == browser_hash,
-            ),
+            col(LoginAttempt.link_hash) == link_hash, *_usable(now), _this_browser(presented_hash)
         )
         .values(
             browser_hash=browser_hash,
@@ -268,16 +290,9 @@ def lock_api_user(session: Session, *, org_id: str, sf_user_id: str, now: dateti
     transaction already holds the database's write lock), so counting and taking a slot
     cannot interleave with another linker's.
     """
-    values = {"org_id": org_id, "sf_user_id": sf_user_id, "created_at": now}
-    dialect = session.get_bind().dialect.name
-    stmt: Insert
-    if dialect == "postgresql":
-        stmt = pg_insert(ApiUser).values(**values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite_insert(ApiUser).values(**values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only the two databases above are supported
-        stmt = insert(ApiUser).values(**values)
-    session.exec(stmt)
+    _insert_ignoring_conflict(
+        session, ApiUser, org_id=org_id, sf_user_id=sf_user_id, created_at=now
+    )
     session.exec(
         select(ApiUser)
         .where(ApiUser.org_id == org_id, ApiUser.sf_user_id == sf_user_id)
@@ -601,6 +616,46 @@ def replace_pending_token(session: Session, *, pending_pk: int, new: str) -> Non
     session.exec(
         update(PendingToken).where(col(PendingToken.id) == pending_pk).values(token_encrypted=new)
     )
+
+
+# ---- at most once, and at most so often ------------------------------------------------
+
+
+def _insert_ignoring_conflict(session: Session, model: type, **values: object) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING (PostgreSQL and SQLite, the two we support).
+
+    True when the row was inserted. RETURNING tells, where psycopg's rowcount for this
+    statement does not.
+    """
+    dialect = session.get_bind().dialect.name
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    table = model.__table__  # type: ignore[attr-defined]
+    statement = insert_(table).values(**values).on_conflict_do_nothing()
+    key = next(iter(table.primary_key.columns))
+    return session.execute(statement.returning(key)).first() is not None
+
+
+def claim_once(session: Session, *, key_hash: str, now: datetime, keep_for: timedelta) -> bool:
+    """True for the first caller with this key (until it expires); False for the others."""
+    session.exec(delete(OnceKey).where(col(OnceKey.expires_at) <= now))
+    return (
+        _insert_ignoring_conflict(session, OnceKey, key_hash=key_hash, expires_at=now + keep_for)
+        == 1
+    )
+
+
+def take_rate(session: Session, *, key: str, now: datetime, window: timedelta, limit: int) -> bool:
+    """Count one more for `key` in its window; False once `limit` is used up."""
+    _insert_ignoring_conflict(session, RateWindow, key=key, window_start=now, count=0)
+    row = session.exec(select(RateWindow).where(RateWindow.key == key).with_for_update()).one()
+    if row.window_start + window <= now:
+        row.window_start, row.count = now, 0
+    if row.count >= limit:
+        return False
+    row.count += 1
+    session.add(row)
+    session.flush()
+    return True
 
 
 # ---- legacy import ---------------------------------------------------------------------

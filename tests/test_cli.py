@@ -25,7 +25,7 @@ REQUIRED = (
 
 
 def valid_settings(tmp_path: Path) -> dict[str, str]:
-    # Nothing is called at start-up, so the outside services may point nowhere.
+    # Commands that do not serve call nothing, so the outside services may point nowhere.
     return {
         "SLACK_BOT_TOKEN": "xoxb-cli-test-bot-token-4242",
         "SLACK_SIGNING_SECRET": "cli-test-signing-secret-4242",
@@ -82,7 +82,7 @@ def test_malformed_settings_are_each_named(tmp_path):
     assert set(found) == {"SLACK_BOT_TOKEN", "VCC_ENCRYPTION_KEY", "PUBLIC_URL", "VCC_ADMIN_USERS"}
     assert "xoxb-" in found["SLACK_BOT_TOKEN"]
     assert "Fernet key" in found["VCC_ENCRYPTION_KEY"]
-    assert "http(s) URL" in found["PUBLIC_URL"]
+    assert "https URL" in found["PUBLIC_URL"]
     assert "bob" in found["VCC_ADMIN_USERS"]
     assert "Traceback" not in result.stderr
 
@@ -127,9 +127,15 @@ def test_db_upgrade_creates_the_tables(tmp_path):
     assert {"vcc_account", "login_attempt", "alembic_version"} <= tables
 
 
-def test_serve_answers_health_checks_and_logs_no_secret(tmp_path):
+def test_serve_answers_health_checks_and_logs_no_secret(tmp_path, slack):
     port = free_port()
-    env = valid_settings(tmp_path) | {"HOST": "127.0.0.1", "PORT": str(port)}
+    # Ready once the database answers and Slack has said who the bot is (auth.test).
+    env = valid_settings(tmp_path) | {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SLACK_API_URL": slack.api_url,
+        "SLACK_BOT_TOKEN": slack.bot_token,
+    }
     base = f"http://127.0.0.1:{port}"
     with (tmp_path / "bot.log").open("w+") as log:
         proc = subprocess.Popen(

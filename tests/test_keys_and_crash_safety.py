@@ -249,7 +249,7 @@ def test_a_token_left_pending_by_a_killed_process_is_revoked_at_the_next_start(
         assert link(client, browser, "other").status_code == 200
         start = start_link(client, "acme")
         to_salesforce = open_login(browser, start.login_url)
-        assert to_salesforce.status_code == 302
+        assert to_salesforce.status_code == 303
         back = browser.get(to_salesforce.headers["location"])
         assert back.status_code == 302
         callback_url = back.headers["location"]

@@ -8,15 +8,19 @@ import csv
 import io
 import json
 import re
+import resource
+import subprocess
 from datetime import datetime
 
 from sqlmodel import select
 
 from bot import ids
+from bot.domain import AuditKind
 from storage import repository as repo
-from storage.models import AuditEvent, VccAccount
+from storage.db import Database, create_db_engine
+from storage.models import AuditEvent, VccAccount, utcnow
 from tests.support import ADMIN, CHANNEL, MEMBER, buttons, link, start_link, text_of
-from tests.test_cli import vcc_bot
+from tests.test_cli import VCC_BOT, bare_env, vcc_bot
 
 HEADER = "team_id,account_id,environment,api_username,org_id"
 GOOD_ROWS = [
@@ -36,6 +40,7 @@ AUDIT_COLUMNS = [
     "detail",
 ]
 LABEL = re.compile(r" · \*([^*]+)\* by ")
+LEGACY_MAX_BYTES = 10 * 1024 * 1024  # the documented cap of an import-legacy file
 
 
 # ---- helpers --------------------------------------------------------------------------
@@ -54,6 +59,19 @@ def audit(tmp_path, database_url, *args):
     result = cli(tmp_path, database_url, "audit", *args)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def audit_exactly(tmp_path, database_url, *args):
+    """The export byte for byte: `audit` reads text, which turns a CR inside a cell into LF."""
+    result = subprocess.run(
+        [str(VCC_BOT), "audit", *args],
+        env=bare_env(DATABASE_URL=database_url),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode("utf-8")
 
 
 def accounts(bot) -> dict[str, str]:
@@ -207,6 +225,117 @@ def test_a_file_that_is_not_utf8_is_refused_with_a_message(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_bom_and_any_line_endings_still_import(tmp_path, database_url, bot):
+    body = f"{HEADER}\r\n{GOOD_ROWS[0]}\r{GOOD_ROWS[1]}\n{GOOD_ROWS[2]}"
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + body.encode())
+    result = cli(tmp_path, database_url, "import-legacy", "excel.csv")
+    assert result.returncode == 0, result.stderr
+    assert accounts(bot) == {"acme": "Legacy", "uat": "Legacy", "emea": "Legacy"}
+
+
+def test_a_file_over_the_size_cap_is_refused_before_parsing(tmp_path):
+    bad_line = b"not,a,legacy,row,at,all\n"  # parsed, every line would be a problem
+    (tmp_path / "huge.csv").write_bytes(bad_line * (LEGACY_MAX_BYTES // len(bad_line) + 1))
+    assert (tmp_path / "huge.csv").stat().st_size > LEGACY_MAX_BYTES
+    result = cli(tmp_path, f"sqlite:///{tmp_path / 'vcc.db'}", "import-legacy", "huge.csv")
+    assert result.returncode == 1
+    assert "huge.csv" in result.stderr and "larger than 10 MB" in result.stderr
+    assert "line " not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_an_endless_file_is_cut_off_at_the_size_cap(tmp_path):
+    # A device has no size to check first: only a bounded read, line by line, stops it.
+    # The address-space limit makes reading it whole fail here, not in the OOM killer.
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (512 * 1024 * 1024,) * 2)
+
+    result = subprocess.run(
+        [str(VCC_BOT), "import-legacy", "/dev/zero"],
+        env=bare_env(DATABASE_URL=f"sqlite:///{tmp_path / 'vcc.db'}"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit_memory,
+    )
+    assert result.returncode == 1
+    assert "/dev/zero" in result.stderr and "larger than 10 MB" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_nul_byte_is_a_problem_on_its_line(tmp_path, database_url, bot):
+    # Stored as is on SQLite; refused by PostgreSQL mid-transaction.
+    result = import_legacy(
+        tmp_path, database_url, HEADER, GOOD_ROWS[0], "T0001,nul,production,vcc\x00@acme.example"
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    problems = [p for p in map(str.strip, result.stderr.splitlines()) if p.startswith("line ")]
+    assert len(problems) == 1 and problems[0].startswith("line 3:")
+    assert "U+0000" in problems[0] and "API username" in problems[0]
+    assert accounts(bot) == {}
+    assert event_kinds(bot) == []
+
+
+def test_other_control_characters_are_problems_on_their_lines(tmp_path, database_url, bot):
+    result = import_legacy(
+        tmp_path,
+        database_url,
+        HEADER,
+        GOOD_ROWS[0],  # line 2
+        "T0001,esc\x1b,production,esc-api@acme.example",  # line 3: C0
+        "T0001,csi,sandbox,csi\x9b31m@acme.example.uat",  # line 4: C1
+        "T0001,del,sandbox,del\x7f@acme.example.uat",  # line 5: DEL
+        "T0001,tab,production\t,tab-api@acme.example",  # line 6
+        '"T0001","newline","production","a@acme.example\n"',  # line 8: quoted, two lines
+        GOOD_ROWS[1],  # line 9
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    problems = [p for p in map(str.strip, result.stderr.splitlines()) if p.startswith("line ")]
+    assert [p.split(":")[0] for p in problems] == [f"line {n}" for n in (3, 4, 5, 6, 8)]
+    assert "U+001B" in problems[0] and "account id" in problems[0]
+    assert "U+009B" in problems[1] and "API username" in problems[1]
+    assert "U+007F" in problems[2]
+    assert "U+0009" in problems[3] and "environment" in problems[3]
+    assert "U+000A" in problems[4]
+    assert accounts(bot) == {}
+    assert event_kinds(bot) == []
+
+
+def test_a_field_over_the_csv_limit_is_a_problem_on_its_line(tmp_path, database_url, bot):
+    result = import_legacy(
+        tmp_path,
+        database_url,
+        HEADER,
+        GOOD_ROWS[0],  # line 2
+        f"T0001,big,production,{'x' * 200_000}@acme.example",  # line 3
+        GOOD_ROWS[1],  # line 4
+        "T0001,short,production",  # line 5: still read after the big field
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    problems = [p for p in map(str.strip, result.stderr.splitlines()) if p.startswith("line ")]
+    assert [p.split(":")[0] for p in problems] == ["line 3", "line 5"]
+    assert "field larger than field limit" in problems[0]
+    assert len(result.stderr) < 2_000  # the field itself is not echoed
+    assert accounts(bot) == {}
+
+
+def test_many_bad_rows_report_the_first_20_and_a_count(tmp_path):
+    bad = [f"T0001,acct{n},staging,a@acme.example" for n in range(5_000)]
+    result = import_legacy(tmp_path, f"sqlite:///{tmp_path / 'vcc.db'}", HEADER, *bad)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line.strip() for line in result.stderr.splitlines()]
+    start = next(n for n, line in enumerate(lines) if "Nothing was imported" in line)
+    report = lines[start + 1 :]  # after the header: the problems, then the count
+    assert [p.split(":")[0] for p in report[:20]] == [f"line {n}" for n in range(2, 22)]
+    assert report[20:] == ["… and 4980 more problems"]
+
+
 # ---- relinking a legacy account ------------------------------------------------------
 
 
@@ -346,3 +475,53 @@ def test_audit_exports_json_and_csv_filtered_by_account(
     assert rows[0] == AUDIT_COLUMNS
     assert [int(row[0]) for row in rows[1:]] == [r["id"] for r in records]
     assert rows[2][AUDIT_COLUMNS.index("sf_username")] == salesforce.api_user.username
+
+
+def test_audit_csv_escapes_cells_a_spreadsheet_would_run_as_formulas(tmp_path, database_url):
+    formula = '=HYPERLINK("https://evil.example","x")@acme.example'
+    row = io.StringIO()
+    csv.writer(row).writerow(["T0001", "-2-3", "production", formula])
+    result = import_legacy(tmp_path, database_url, row.getvalue().strip())
+    assert result.returncode == 0, result.stderr
+    # What Salesforce said lands in `detail`: anything may start a cell there.
+    details = ["+1+cmd|' /C calc'!A0", "@SUM(1+1)", "\t=1+1", "\r=1+1", "-1", "fine = ok"]
+    db = Database(create_db_engine(database_url))
+    try:
+        with db.transaction() as session:
+            for detail in details:
+                repo.add_event(
+                    session,
+                    team_id="T0001",
+                    account_id="-2-3",
+                    event=AuditKind.BROKEN,
+                    actor="monitor",
+                    now=utcnow(),
+                    detail=detail,
+                )
+    finally:
+        db.dispose()
+
+    records = json.loads(audit(tmp_path, database_url, "--format", "json"))
+    assert [r["account_id"] for r in records] == ["-2-3"] * 7
+    assert records[0]["sf_username"] == formula  # JSON: exactly as stored
+    assert [r["detail"] for r in records] == [None, *details]
+
+    rows = list(csv.reader(io.StringIO(audit_exactly(tmp_path, database_url), newline="")))
+    assert rows[0] == AUDIT_COLUMNS
+    cells = [dict(zip(AUDIT_COLUMNS, r, strict=True)) for r in rows[1:]]
+    assert [c["account_id"] for c in cells] == ["'-2-3"] * 7
+    assert cells[0]["sf_username"] == "'" + formula
+    assert [c["detail"] for c in cells] == [
+        "",
+        "'+1+cmd|' /C calc'!A0",
+        "'@SUM(1+1)",
+        "'\t=1+1",
+        "'\r=1+1",
+        "'-1",
+        "fine = ok",
+    ]
+    # Nothing else changes: ids, times, names as they are.
+    assert [int(c["id"]) for c in cells] == [r["id"] for r in records]
+    assert [c["created_at"] for c in cells] == [r["created_at"] for r in records]
+    assert {c["team_id"] for c in cells} == {"T0001"}
+    assert cells[0]["actor"] == "operator" and cells[1]["event"] == "broken"

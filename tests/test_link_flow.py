@@ -65,7 +65,7 @@ def test_login_link_binds_browser_and_redirects_to_salesforce_with_pkce(
 ):
     start = start_link(slack_client, "acme")
     response = open_login(browser, start.login_url)
-    assert response.status_code == 302
+    assert response.status_code == 303
     location = response.headers["location"]
     assert location.startswith(salesforce.production.url + "/services/oauth2/authorize?")
     q = query_of(location)

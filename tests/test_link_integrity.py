@@ -116,13 +116,13 @@ class MyDomainRouter(httpx2.AsyncBaseTransport):
 
     def __init__(self) -> None:
         self.target: httpx2.URL | None = None
-        self.hosts: list[str] = []
+        self.calls: list[tuple[str, str]] = []  # (host, path) of each routed request
         self._inner = httpx2.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.host.endswith(".my.salesforce.com"):
             assert self.target is not None
-            self.hosts.append(request.url.host)
+            self.calls.append((request.url.host, request.url.path))
             request.url = request.url.copy_with(
                 scheme=self.target.scheme, host=self.target.host, port=self.target.port
             )
@@ -130,6 +130,10 @@ class MyDomainRouter(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         pass  # shared by every client the bot makes; lives as long as the test
+
+
+def oauth_calls(router: MyDomainRouter) -> list[tuple[str, str]]:
+    return [(h, p) for h, p in router.calls if p.startswith("/services/oauth2/")]
 
 
 @pytest.fixture
@@ -193,6 +197,12 @@ def test_a_host_that_is_not_a_my_domain_is_refused_in_the_modal(
 def test_linking_through_a_custom_domain(
     domain_client, slack, salesforce, browser, router, domain_bot
 ):
+    # An org behind My Domain names its My Domain as instance and identity host.
+    user = salesforce.api_user
+    salesforce.production.token_overrides = {
+        "instance_url": "https://acme.my.salesforce.com",
+        "id": f"https://acme.my.salesforce.com/id/{user.org_id}/{user.user_id}",
+    }
     modal = open_custom_domain_modal(domain_client, slack)
     assert (
         submit_domain(domain_client, modal["view"], " https://Acme.my.salesforce.com/ ").text == ""
@@ -208,14 +218,21 @@ def test_linking_through_a_custom_domain(
     at_salesforce = browser.get(f"{salesforce.production.url}{authorize.path}?{authorize.query}")
     page = browser.get(at_salesforce.headers["location"])
     assert page.status_code == 200, page.text
-    assert router.hosts == ["acme.my.salesforce.com"]  # the code exchange went there
+    # The code exchange went to the My Domain, and so did the calls to its instance.
+    acme = "acme.my.salesforce.com"
+    assert oauth_calls(router) == [(acme, "/services/oauth2/token")]
+    assert {host for host, _ in router.calls} == {acme} and len(router.calls) == 3
 
     account = stored(domain_bot)
     assert account.environment == "custom"
     assert account.login_host == "https://acme.my.salesforce.com"
     assert "the link works" in last_status(domain_client)
     domain_client.replies(domain_client.click(ids.UNLINK_CONFIRM, "acme"))
-    assert router.hosts == ["acme.my.salesforce.com"] * 3  # exchange, refresh, revoke
+    assert oauth_calls(router) == [  # exchange, refresh, revoke: all at the issuing host
+        (acme, "/services/oauth2/token"),
+        (acme, "/services/oauth2/token"),
+        (acme, "/services/oauth2/revoke"),
+    ]
 
 
 def test_a_sandbox_my_domain_is_accepted(domain_client, slack, database_url):

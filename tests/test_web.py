@@ -27,7 +27,12 @@ def test_healthz_answers_ok_while_the_database_answers(bot):
 def test_healthz_is_503_when_the_database_does_not_answer(bot):
     db = Database(create_db_engine(UNREACHABLE_DB))
     app = create_web_app(
-        login=bot.runtime.login, ready=db.ready, slack=None, signing_secret="x", cookie_secure=False
+        login=bot.runtime.login,
+        public_url=bot.url,
+        ready=db.ready,
+        bolt=None,
+        signing_secret="x",
+        cookie_secure=False,
     )
 
     async def get_health():
@@ -65,12 +70,12 @@ def test_a_login_link_opened_after_its_expiry_has_expired(slack_client, browser,
 
 def test_a_login_link_works_only_in_the_browser_that_opened_it_first(slack_client, browser):
     start = start_link(slack_client, "acme")
-    assert open_login(browser, start.login_url).status_code == 302
+    assert open_login(browser, start.login_url).status_code == 303
     with httpx.Client(timeout=10) as other:
         page = open_login(other, start.login_url)
     assert page.status_code == 403
     assert "another browser" in page.text
-    assert open_login(browser, start.login_url).status_code == 302  # e.g. a closed tab
+    assert open_login(browser, start.login_url).status_code == 303  # e.g. a closed tab
 
 
 def test_the_browser_cookie_is_secure_when_public_url_is_https(settings, slack, browser):
@@ -84,11 +89,15 @@ def test_the_browser_cookie_is_secure_when_public_url_is_https(settings, slack, 
     try:
         start = start_link(slack_client, "acme")
         assert start.login_url.startswith(f"https://127.0.0.1:{settings.port}/salesforce/login/")
-        response = browser.get(plain + urlsplit(start.login_url).path)
+        # The browser is on the https page (behind the proxy) when it clicks the button.
+        response = browser.post(
+            plain + urlsplit(start.login_url).path,
+            headers={"Origin": f"https://127.0.0.1:{settings.port}"},
+        )
     finally:
         slack_client.http.close()
         running.stop()
-    assert response.status_code == 302
+    assert response.status_code == 303
     cookie = [part.strip().lower() for part in response.headers["set-cookie"].split(";")]
     assert "secure" in cookie and "httponly" in cookie
 

@@ -14,7 +14,7 @@ from bot.links.common import MONITOR, Background, Hosts
 from bot.links.core import Core, compose
 from bot.links.errors import Store
 from bot.links.health import LinkHealth
-from bot.links.login import BrowserLogin, Callback, LoginFlow
+from bot.links.login import BrowserLogin, Callback, LoginFlow, LoginPreview
 from bot.links.pending import PendingTokens
 from bot.links.service import LinkService
 
@@ -28,6 +28,7 @@ __all__ = [
     "LinkHealth",
     "LinkService",
     "LoginFlow",
+    "LoginPreview",
     "PendingTokens",
     "Store",
     "compose",

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from sqlmodel import Session
 
@@ -41,7 +42,7 @@ from bot.domain import (
 from bot.links.common import MONITOR, Hosts, account_view
 from bot.links.errors import Store, salesforce
 from bot.links.pending import PendingTokens
-from bot.salesforce import Identity, Permissions, SalesforceClient
+from bot.salesforce import UNEXPECTED, Identity, Permissions, SalesforceClient
 from storage import repository as repo
 from storage.models import VccAccount
 
@@ -53,8 +54,12 @@ REUSE_FOR = timedelta(seconds=30)
 LEASE = timedelta(seconds=60)
 # A person waits this long for a live check; the check itself goes on.
 WAIT_SECONDS = 6.0
-# Refresh errors that say the connected app is misconfigured, not that the link broke.
-_APP_ERRORS = {"invalid_client"}
+# Live checks one person may start per window (Salesforce's API limits are the org's).
+RATE_LIMIT = 5
+RATE_WINDOW = timedelta(minutes=1)
+# Errors that say nothing about the link: the connected app is misconfigured, or
+# Salesforce answered in a form it does not document. "Could not check", never "broken".
+_NOT_ABOUT_THE_LINK = {"invalid_client", UNEXPECTED}
 
 
 def transition(before: Health | None, after: Health) -> AuditKind | None:
@@ -149,7 +154,13 @@ class LinkHealth:
         if not reuse and key in self._inflight:
             # A check that began before this question may have missed what prompted it.
             await asyncio.gather(asyncio.shield(self._inflight[key]), return_exceptions=True)
-        task = self._shared(row, actor=actor, revoked_reason=revoked_reason, scheduled=False)
+        task = self._shared(
+            row,
+            actor=actor,
+            revoked_reason=revoked_reason,
+            scheduled=False,
+            rated=reuse and actor != MONITOR,  # a person asking, not the bot re-checking
+        )
         try:
             result = await asyncio.wait_for(asyncio.shield(task), self._wait if wait else None)
         except TimeoutError:
@@ -173,11 +184,15 @@ class LinkHealth:
         actor: str,
         revoked_reason: str | None,
         scheduled: bool,
+        rated: bool = False,
     ) -> asyncio.Task[HealthCheck | None]:
+        """The check under way for this account, or a new one; created without awaiting
+        anything, so concurrent askers in this process always find the same task."""
         key = (row.team_id, row.account_id)
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._claimed(row, actor, revoked_reason, scheduled))
+            work = self._claimed(row, actor, revoked_reason, scheduled)
+            task = asyncio.create_task(self._rated(row, actor, work) if rated else work)
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._forget(key, done))
         return task
@@ -196,6 +211,25 @@ class LinkHealth:
             await asyncio.wait(set(self._inflight.values()), timeout=within)
 
     # -- one check -----------------------------------------------------------------------
+
+    async def _rated(
+        self, row: VccAccount, actor: str, work: Coroutine[Any, Any, HealthCheck | None]
+    ) -> HealthCheck | None:
+        """Each live check costs the org three API calls: a person gets a bounded number."""
+        allowed = await self._store.write(
+            partial(
+                repo.take_rate,
+                key=f"check:{row.team_id}:{actor}",
+                now=self._now(),
+                window=RATE_WINDOW,
+                limit=RATE_LIMIT,
+            )
+        )
+        if allowed:
+            return await work
+        work.close()
+        current = await self._current(row)
+        return replace(current, reused=True, limited=True)
 
     async def _claimed(
         self, row: VccAccount, actor: str, revoked_reason: str | None, scheduled: bool
@@ -238,7 +272,7 @@ class LinkHealth:
             await self._pending.revoke_all(host, forged.tokens)  # not ours to keep
             raise
         except SalesforceLoginFailed as refused:
-            if refused.error in _APP_ERRORS:
+            if refused.error in _NOT_ABOUT_THE_LINK:
                 raise
             reason = messages.broken_reason(refused)
             if refused.error == "invalid_grant" and revoked_reason:
@@ -257,6 +291,8 @@ class LinkHealth:
             identity = await salesforce(partial(self._sf.identity, grant))
             permissions = await salesforce(partial(self._sf.permissions, grant))
         except SalesforceLoginFailed as refused:
+            if refused.error in _NOT_ABOUT_THE_LINK:
+                raise
             return _Verdict(Health.BROKEN, messages.broken_reason(refused), stored)
         verdict, why = judge(row, identity, permissions)
         return _Verdict(verdict, why, stored, permissions.missing_recommended())
@@ -270,6 +306,8 @@ class LinkHealth:
             DatabaseDown: messages.DATABASE_SLOW,
             SalesforceLoginFailed: messages.BAD_CLIENT,
         }[type(error)]
+        if isinstance(error, SalesforceLoginFailed) and error.error == UNEXPECTED:
+            reason = messages.NOT_AS_EXPECTED
         if not isinstance(error, DatabaseDown):
             with suppress(DatabaseDown):  # else the lease runs out by itself
                 await self._store.write(partial(repo.release_check, account_pk=row.id))
@@ -360,15 +398,18 @@ class LinkHealth:
         for account in accounts:
             if (account.team_id, account.account_id) == (ctx.team_id, ctx.account_id):
                 continue
+            # Another workspace's link is its own: its audit trail does not name this
+            # admin, and this admin is not told its name (its channel is, as for any break).
+            here = account.team_id == ctx.team_id
             check = await self.check(
                 account.team_id,
                 account.account_id,
-                actor=ctx.user_id,
+                actor=ctx.user_id if here else MONITOR,
                 reuse=False,
                 wait=False,
-                revoked_reason=reason,
+                revoked_reason=reason if here else messages.sixth_approval_elsewhere(username),
             )
-            if check.health == Health.BROKEN:
+            if check.health == Health.BROKEN and here:
                 revoked.append(check.account)
         if revoked:
             await self._notifier.revoked_by_approval(ctx, revoked, refused=refused)

@@ -71,6 +71,21 @@ class BrowserLogin:
     browser_secret: str
 
 
+@dataclass(frozen=True)
+class LoginPreview:
+    """What a login link leads to, shown before anything is bound."""
+
+    account_id: str
+    environment: Environment
+    login_host: str
+
+
+def _presented(browser_secret: str | None) -> str | None:
+    if browser_secret is None or not _SECRET.fullmatch(browser_secret):
+        return None
+    return hash_secret(browser_secret)
+
+
 def _context(attempt: LoginAttempt) -> LoginContext:
     return LoginContext(
         team_id=attempt.team_id,
@@ -136,12 +151,21 @@ class LoginFlow:
 
     # -- 1. the link is sent -------------------------------------------------------------
 
-    async def start(self, ctx: LoginContext) -> LoginLink:
-        """Create a login link; the caller sends it to the admin."""
+    async def start(self, ctx: LoginContext, *, once: str | None = None) -> LoginLink | None:
+        """Create a login link; the caller sends it to the admin.
+
+        `once` names the click that asked (message, user, account): the same click
+        delivered again, replayed or raced on another replica gets None, so one click
+        makes one login link and one DM.
+        """
         link_token = secrets.token_urlsafe(32)
         now = self._now()
 
-        def create(session: Session) -> None:
+        def create(session: Session) -> bool:
+            if once is not None and not repo.claim_once(
+                session, key_hash=hash_secret(once), now=now, keep_for=LOGIN_TTL
+            ):
+                return False
             repo.create_login_attempt(
                 session,
                 link_hash=hash_secret(link_token),
@@ -163,18 +187,42 @@ class LoginFlow:
                 now=now,
                 detail=self._hosts.login_host(ctx.environment, ctx.login_host),
             )
+            return True
 
-        await self._store.write(create)
+        if not await self._store.write(create):
+            return None
         return LoginLink(ctx, f"{self._public_url}/salesforce/login/{link_token}", LOGIN_TTL)
 
     # -- 2. it is opened, in one browser ----------------------------------------------------
 
-    async def open(self, link_token: str, browser_secret: str | None) -> BrowserLogin:
-        """Bind a login link to this browser, with a fresh state and PKCE verifier."""
+    async def preview(self, link_token: str, browser_secret: str | None) -> LoginPreview:
+        """What opening the link would do; changes nothing (link scanners fetch links)."""
         if not _SECRET.fullmatch(link_token):
             raise LoginLinkProblem(AttemptProblem.UNKNOWN)
-        if browser_secret is None or not _SECRET.fullmatch(browser_secret):
-            browser_secret = secrets.token_urlsafe(32)
+        try:
+            attempt = await self._store.read(
+                partial(
+                    repo.peek_login_attempt,
+                    link_hash=hash_secret(link_token),
+                    presented_hash=_presented(browser_secret),
+                    now=self._now(),
+                )
+            )
+        except repo.AttemptRefused as refused:
+            raise LoginLinkProblem(refused.problem) from None
+        ctx = _context(attempt)
+        host = self._hosts.login_host(ctx.environment, ctx.login_host)
+        return LoginPreview(ctx.account_id, ctx.environment, host)
+
+    async def open(self, link_token: str, browser_secret: str | None) -> BrowserLogin:
+        """Bind a login link to this browser, with a fresh state and PKCE verifier.
+
+        The browser is given a freshly minted secret every time: one it presents only
+        proves it is the browser that opened the link before (session fixation).
+        """
+        if not _SECRET.fullmatch(link_token):
+            raise LoginLinkProblem(AttemptProblem.UNKNOWN)
+        fresh_secret = secrets.token_urlsafe(32)
         state = secrets.token_urlsafe(32)  # 256 random bits
         verifier = secrets.token_urlsafe(64)  # 86 characters, inside PKCE's 43..128
         try:
@@ -182,7 +230,8 @@ class LoginFlow:
                 partial(
                     repo.bind_login_attempt,
                     link_hash=hash_secret(link_token),
-                    browser_hash=hash_secret(browser_secret),
+                    presented_hash=_presented(browser_secret),
+                    browser_hash=hash_secret(fresh_secret),
                     state_hash=hash_secret(state),
                     code_verifier_encrypted=self._cipher.encrypt(verifier),
                     now=self._now(),
@@ -192,7 +241,7 @@ class LoginFlow:
             raise LoginLinkProblem(refused.problem) from None
         host = self._hosts.login_host(attempt.environment, attempt.login_host)
         url = self._sf.authorize_url(host, state=state, code_verifier=verifier)
-        return BrowserLogin(url, browser_secret)
+        return BrowserLogin(url, fresh_secret)
 
     # -- 3. Salesforce calls back ---------------------------------------------------------
 

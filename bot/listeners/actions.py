@@ -48,12 +48,25 @@ def _channel(body: dict[str, Any]) -> str:
     return (body.get("channel") or {}).get("id") or body["container"]["channel_id"]
 
 
+def _click_key(body: dict[str, Any], ctx: LoginContext) -> str:
+    """One click, however often Slack delivers it: the message (or modal), user, account."""
+    container = body.get("container") or {}
+    where = container.get("message_ts") or (body.get("view") or {}).get("id") or ""
+    return f"login:{ctx.team_id}:{where}:{ctx.user_id}:{ctx.account_id}"
+
+
 async def _send_login(
-    respond: AsyncRespond, login: LoginFlow, notifier: SlackNotifier, ctx: LoginContext
+    respond: AsyncRespond,
+    login: LoginFlow,
+    notifier: SlackNotifier,
+    ctx: LoginContext,
+    once: str,
 ) -> None:
-    # Replace the buttons first, so a second click has nothing to hit.
+    link = await login.start(ctx, once=once)
+    if link is None:
+        return  # this click was already answered (a duplicate delivery or a replay)
+    # Replace the buttons, so a second click has nothing to hit.
     await reply(respond, blocks.check_your_dms(ctx.account_id, ctx.environment), replace=True)
-    link = await login.start(ctx)
     try:
         await notifier.login_link(link)
     except SlackApiError as exc:
@@ -74,7 +87,7 @@ async def choose_environment(
         team_id, user_id, account_id = await _admin_click(body, respond, admins, LINKING)
         environment = Environment(ids.LINK_ENVIRONMENTS[action["action_id"]])
         ctx = LoginContext(team_id, user_id, account_id, environment, _channel(body))
-        await _send_login(respond, login, notifier, ctx)
+        await _send_login(respond, login, notifier, ctx, _click_key(body, ctx))
 
 
 async def choose_custom_domain(
@@ -121,7 +134,7 @@ async def submit_custom_domain(
         ctx = LoginContext(
             team_id, user_id, account_id, Environment.CUSTOM, meta["channel"], login_host
         )
-        await _send_login(respond, login, notifier, ctx)
+        await _send_login(respond, login, notifier, ctx, _click_key(body, ctx))
 
 
 async def relink(

@@ -134,6 +134,7 @@ class FakeSalesforce(FakeServer):
         self.authorize_error: str | None = None
         self.authorize_error_description: str | None = None
         self.tamper_signature = False
+        self.token_overrides: dict[str, str] = {}  # e.g. {"instance_url": "https://evil"}
         self.unsupported_fields: set[str] = set()
         self.rotate_refresh_tokens = False
         self.code_ttl = 900.0  # Salesforce codes expire after 15 minutes
@@ -328,7 +329,10 @@ class FakeSalesforce(FakeServer):
     def _issue(self, user: SfUser, grant: _Grant | None, scope: str, refresh: str | None) -> Reply:
         access = f"{user.org_id[:15]}!AQ{secrets.token_urlsafe(72)}"
         self._access[access] = _Access(user, grant)
-        identity = self.identity_url(user)
+        # A test may rewrite what the response names (as a tampering proxy would); the
+        # signature covers `id` and `issued_at` only, as Salesforce documents, so an
+        # `instance_url` rewrite keeps it valid.
+        identity = self.token_overrides.get("id", self.identity_url(user))
         issued_at = str(int(time.time() * 1000))
         key = self.client_secret + ("-tampered" if self.tamper_signature else "")
         body: dict[str, str] = {"access_token": access}
@@ -337,7 +341,7 @@ class FakeSalesforce(FakeServer):
         body |= {
             "signature": token_signature(key, identity, issued_at),
             "scope": scope,
-            "instance_url": self.url,
+            "instance_url": self.token_overrides.get("instance_url", self.url),
             "id": identity,
             "token_type": "Bearer",
             "issued_at": issued_at,

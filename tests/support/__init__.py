@@ -24,7 +24,7 @@ from tests.support.flow import (
     start_link,
     through_salesforce,
 )
-from tests.support.messages import buttons, text_of
+from tests.support.messages import buttons, raw_text_of, text_of
 from tests.support.running import RunningBot
 from tests.support.salesforce import Salesforce
 from tests.support.slack_client import SlackClient, bot_with, command_fields
@@ -52,6 +52,7 @@ __all__ = [
     "link",
     "open_login",
     "query_of",
+    "raw_text_of",
     "start_link",
     "text_of",
     "through_salesforce",

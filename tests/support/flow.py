@@ -44,15 +44,28 @@ def start_link(
     return LoginStart(login_url=login, dm=dm, check_dms=check_dms)
 
 
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def open_login(browser: httpx.Client, login_url: str) -> httpx.Response:
-    """The admin opens the DM's link: the bot answers 302 to Salesforce."""
-    return browser.get(login_url)
+    """The admin opens the DM's link and clicks its button: the page, then a POST from it.
+
+    Returns the POST's answer (303 to Salesforce), or the page itself when it shows an
+    error instead of a button.
+    """
+    shown = browser.get(login_url)
+    if shown.status_code != 200:
+        return shown
+    # A browser submitting the page's form sends the page's origin.
+    return browser.post(login_url, headers={"Origin": origin(login_url)})
 
 
 def through_salesforce(browser: httpx.Client, login_url: str) -> httpx.Response:
     """Open the link, log in at (fake) Salesforce, follow its redirect back: the final page."""
     first = open_login(browser, login_url)
-    assert first.status_code == 302, first.text
+    assert first.status_code == 303, first.text
     at_salesforce = browser.get(first.headers["location"])
     assert at_salesforce.status_code == 302, at_salesforce.text
     return browser.get(at_salesforce.headers["location"])

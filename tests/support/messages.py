@@ -6,7 +6,16 @@ from typing import Any
 
 
 def text_of(message: dict[str, Any]) -> str:
-    """All visible text in a message: its text and every text field of its blocks."""
+    """All visible text in a message: its text and every text field of its blocks.
+
+    Zero-width spaces (the bot's escape of mrkdwn formatting in outside values) are
+    invisible, so they are dropped; `raw_text_of` keeps them.
+    """
+    return raw_text_of(message).replace("\u200b", "")
+
+
+def raw_text_of(message: dict[str, Any]) -> str:
+    """The message's text fields exactly as posted."""
     parts = [message.get("text") or ""]
 
     def walk(node: Any) -> None:

@@ -47,6 +47,7 @@ class SlackClient:
     fake: FakeSlack
     secret: str = SIGNING_SECRET
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    _messages: int = 0  # gives each clicked message its own ts
 
     def post(self, body: str, *, timestamp: int | None = None, sign: bool = True) -> httpx.Response:
         ts = str(int(time.time()) if timestamp is None else timestamp)
@@ -67,7 +68,7 @@ class SlackClient:
         assert response.status_code == 200, response.text
         return fields["response_url"]
 
-    def click(
+    def click_body(
         self,
         action_id: str,
         value: str,
@@ -75,9 +76,15 @@ class SlackClient:
         user: str = ADMIN,
         channel: str = CHANNEL,
         team: str = TEAM,
-    ) -> str:
-        """Click a button on an ephemeral message; returns its response_url."""
+        message_ts: str | None = None,
+    ) -> tuple[str, str]:
+        """The form body Slack posts for a button click, and its response_url.
+
+        Each click is on a message of its own (its own ts), as in Slack, where every
+        prompt the bot posts is a new message.
+        """
         response_url = self.fake.new_response_url()
+        self._messages += 1
         payload = {
             "type": "block_actions",
             "user": {"id": user, "username": "someone", "name": "someone", "team_id": team},
@@ -85,7 +92,7 @@ class SlackClient:
             "token": "verification-token-unused",
             "container": {
                 "type": "message",
-                "message_ts": "1700000000.000100",
+                "message_ts": message_ts or f"1700000000.{self._messages:06d}",
                 "channel_id": channel,
                 "is_ephemeral": True,
             },
@@ -107,7 +114,22 @@ class SlackClient:
                 }
             ],
         }
-        response = self.post(urlencode({"payload": json.dumps(payload)}))
+        return urlencode({"payload": json.dumps(payload)}), response_url
+
+    def click(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        user: str = ADMIN,
+        channel: str = CHANNEL,
+        team: str = TEAM,
+    ) -> str:
+        """Click a button on an ephemeral message; returns its response_url."""
+        body, response_url = self.click_body(
+            action_id, value, user=user, channel=channel, team=team
+        )
+        response = self.post(body)
         assert response.status_code == 200, response.text
         return response_url
 

@@ -78,10 +78,14 @@ class BotIdentity:
 
 
 class _SkipTokenFromEnvironmentWarning(logging.Filter):
-    """bolt reads SLACK_BOT_TOKEN itself and warns that the client we pass wins; it should."""
+    """bolt warns that the token it reads itself is ignored: it should be (see BotIdentity)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+        message = record.getMessage()
+        # The token is given through `authorize` (BotIdentity) on purpose.
+        return message != warning_client_prioritized_and_token_skipped() and not (
+            message.startswith("As `installation_store` or `authorize` has been used")
+        )
 
 
 def create_app(

@@ -17,7 +17,18 @@ from bot import ids
 from bot.config import SettingsError, load_settings
 from storage import repository as repo
 from storage.models import AuditEvent
-from tests.support import ADMIN, CHANNEL, TEAM, link, open_login, start_link, text_of
+from tests.support import (
+    ADMIN,
+    CHANNEL,
+    TEAM,
+    DatabaseHold,
+    bot_with,
+    link,
+    open_login,
+    start_link,
+    text_of,
+    through_salesforce,
+)
 
 
 def audit(bot: Any, kind: str) -> list[Any]:
@@ -204,3 +215,71 @@ def test_the_continue_page_names_the_account_and_stays_self_contained(slack_clie
     assert "Link VCC account acme" in page.text and "directly as the API user" in page.text
     assert "<script" not in page.text and "http" not in page.text.split("<body>")[1]
     assert page.headers["x-frame-options"] == "DENY"
+
+
+# ---- row 14: a locked table is a clear "try again", and no token stays live ----------------
+
+
+def test_a_locked_table_times_out_with_try_again_and_leaves_no_live_token(
+    settings, slack, salesforce, browser
+):
+    sf = salesforce.production
+    hold = DatabaseHold(settings.database_url)
+    with bot_with(settings, slack, database_timeout=1.0) as (_, client):
+        start = start_link(client, "acme")
+
+        def lock_while_identity_is_read(req: Any) -> None:
+            # The new token is recorded as pending by now; storing the link will wait.
+            if req.path.startswith("/id/"):
+                hold.take()
+
+        sf.on_request = lock_while_identity_is_read
+        try:
+            page = through_salesforce(browser, start.login_url)
+        finally:
+            sf.on_request = None
+            hold.release()
+        assert page.status_code == 503 and "Try again in a minute" in page.text
+        token = sf.issued[-1]
+        assert token in sf.revoked and token not in sf.live_refresh_tokens(salesforce.api_user)
+        assert linked_status(client.bot) is None
+
+
+# ---- the original fault table, kept under names of their own -------------------------------
+
+
+def test_a_token_endpoint_that_hangs_is_salesforce_not_answering(
+    slack_client, browser, bot, salesforce, database_url
+):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("about timing, not storage: once is enough")
+    salesforce.production.slow_next(lambda r: r.path == "/services/oauth2/token", 15.0)
+    with httpx.Client(timeout=30) as patient:  # the bot gives up after its 10 s timeout
+        page = link(slack_client, patient, "acme")
+    assert page.status_code == 400 and "Salesforce is not answering" in page.text
+    assert linked_status(bot) is None
+
+
+@pytest.mark.parametrize(
+    ("description", "reason"),
+    [
+        ("expired access/refresh token", "revoked or has expired"),
+        ("IP restricted or invalid login hours", "IP restricted or invalid login hours"),
+        ("token validity expired", "revoked or has expired"),
+    ],
+)
+def test_invalid_grant_in_its_variants_is_broken_with_its_reason(
+    description, reason, slack_client, browser, bot, salesforce, slack
+):
+    assert link(slack_client, browser, "acme").status_code == 200
+    salesforce.production.fail_next(
+        "/services/oauth2/token",
+        400,
+        {"error": "invalid_grant", "error_description": description},
+    )
+    body = text_of(slack_client.replies(slack_client.command("status acme"), 2)[-1])
+    assert "Broken" in body and reason in body
+    notices = slack.wait_for(
+        lambda: [m for m in slack.messages_to(CHANNEL) if "is broken" in text_of(m)]
+    )
+    assert len(notices) == 1 and reason in text_of(notices[0])

@@ -4,6 +4,7 @@ proof of permission."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -19,6 +20,8 @@ from bot.links import LinkService, LoginFlow
 from bot.listeners.common import answering, reply, require_admin
 from bot.messages import describe
 from bot.notify import SlackNotifier
+
+log = logging.getLogger(__name__)
 
 LINKING = "link VCC accounts"
 UNLINKING = "unlink VCC accounts"
@@ -63,8 +66,9 @@ async def _send_login(
     once: str,
 ) -> None:
     link = await login.start(ctx, once=once)
-    if link is None:
-        return  # this click was already answered (a duplicate delivery or a replay)
+    if link is None:  # this click was already answered: a repeated delivery or a replay
+        log.info("ignored a repeated click (%s on %s)", ctx.user_id, ctx.account_id)
+        return
     # Replace the buttons, so a second click has nothing to hit.
     await reply(respond, blocks.check_your_dms(ctx.account_id, ctx.environment), replace=True)
     try:

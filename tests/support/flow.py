@@ -10,7 +10,7 @@ import httpx
 
 from bot import ids
 from tests.fakes import FakeSlack
-from tests.support.constants import ADMIN
+from tests.support.constants import ADMIN, CHANNEL, TEAM
 from tests.support.messages import buttons
 from tests.support.slack_client import SlackClient
 
@@ -28,15 +28,17 @@ def start_link(
     *,
     environment: str = "production",
     user: str = ADMIN,
+    team: str = TEAM,
+    channel: str = CHANNEL,
 ) -> LoginStart:
     """`/vcc link`, click the environment, read the login link from the DM."""
     fake: FakeSlack = slack_client.fake
-    url = slack_client.command(f"link {account}".strip(), user=user)
+    url = slack_client.command(f"link {account}".strip(), user=user, team=team, channel=channel)
     prompt = slack_client.replies(url)[0]
     action = ids.LINK_PRODUCTION if environment == "production" else ids.LINK_SANDBOX
     value = buttons(prompt)[action]["value"]
     dms_before = len(fake.dms_to(user))
-    click_url = slack_client.click(action, value, user=user)
+    click_url = slack_client.click(action, value, user=user, team=team, channel=channel)
     check_dms = slack_client.replies(click_url)[0]
     dms = fake.wait_for(lambda: len(fake.dms_to(user)) > dms_before and fake.dms_to(user))
     dm = dms[-1]

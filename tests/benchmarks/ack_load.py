@@ -385,6 +385,44 @@ def profile_bot(
 # ---- main -------------------------------------------------------------------------------
 
 
+def bot_env(
+    slack: FakeSlack,
+    prod: FakeSalesforce,
+    sandbox: FakeSalesforce,
+    bot_url: str,
+    port: int,
+    tmp: Path,
+) -> dict[str, str]:
+    """`vcc-bot serve`'s environment against the loopback fakes, on a fresh SQLite file."""
+    return {
+        **base_env(),
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "SALESFORCE_CLIENT_ID": CLIENT_ID,
+        "SALESFORCE_CLIENT_SECRET": CLIENT_SECRET,
+        "SALESFORCE_PRODUCTION_URL": prod.url,
+        "SALESFORCE_SANDBOX_URL": sandbox.url,
+        "PUBLIC_URL": bot_url,
+        "DATABASE_URL": f"sqlite:///{tmp / 'vcc.db'}",
+        "VCC_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "VCC_HEALTH_INTERVAL": "86400",  # keep the monitor out of the measurement
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def serve_bot(
+    stack: contextlib.ExitStack, env: dict[str, str], tmp: Path, bot_url: str
+) -> subprocess.Popen[bytes]:
+    """`vcc-bot serve` in its own process, once it answers /healthz."""
+    vcc_bot = Path(sys.executable).parent / "vcc-bot"
+    cmd = [str(vcc_bot)] if vcc_bot.exists() else [sys.executable, "-m", "bot.cli"]
+    # cwd: an empty directory, so no stray .env is read.
+    return spawn(stack, [*cmd, "serve"], env, tmp, tmp / "bot.log", bot_url)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     results: list[Result] = []
     with contextlib.ExitStack() as stack:
@@ -403,28 +441,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         prod.login_as = prod.add_user("00D000000000001AAA", "005000000000001AAA", "api@acme.test")
         slack_env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET}
         slack_env["SLACK_API_URL"] = slack.api_url
-        bot_env = {
-            **base_env(),
-            **slack_env,
-            "SALESFORCE_CLIENT_ID": CLIENT_ID,
-            "SALESFORCE_CLIENT_SECRET": CLIENT_SECRET,
-            "SALESFORCE_PRODUCTION_URL": prod.url,
-            "SALESFORCE_SANDBOX_URL": sandbox.url,
-            "PUBLIC_URL": bot_url,
-            "DATABASE_URL": f"sqlite:///{tmp / 'vcc.db'}",
-            "VCC_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "VCC_HEALTH_INTERVAL": "86400",  # keep the monitor out of the measurement
-            # Every status asks for a live check (concurrent ones share one), rather than
-            # reusing the last result: the load then exercises Salesforce calls.
-            "VCC_CHECK_REUSE": "0",
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "LOG_LEVEL": "WARNING",
-        }
-        vcc_bot = Path(sys.executable).parent / "vcc-bot"
-        cmd = [str(vcc_bot)] if vcc_bot.exists() else [sys.executable, "-m", "bot.cli"]
-        # cwd: an empty directory, so no stray .env is read.
-        bot = spawn(stack, [*cmd, "serve"], bot_env, tmp, tmp / "bot.log", bot_url)
+        env = bot_env(slack, prod, sandbox, bot_url, port, tmp)
+        # Every status asks for a live check (concurrent ones share one), rather than
+        # reusing the last result: the load then exercises Salesforce calls.
+        env["VCC_CHECK_REUSE"] = "0"
+        bot = serve_bot(stack, env, tmp, bot_url)
         bare_env = base_env() | slack_env | {"HOST": "127.0.0.1", "PORT": str(bare_port)}
         bare_cmd = [sys.executable, "-m", "tests.benchmarks.bare_app"]
         bare = spawn(stack, bare_cmd, bare_env, ROOT, tmp / "bare.log", bare_url)

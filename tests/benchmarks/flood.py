@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.fernet import Fernet
 
 from tests.benchmarks.ack_load import (
     BOT_TOKEN,
@@ -44,9 +43,9 @@ from tests.benchmarks.ack_load import (
     CLIENT_SECRET,
     SECRET,
     TEAM,
-    base_env,
+    bot_env,
     free_port,
-    spawn,
+    serve_bot,
 )
 from tests.fakes import FakeSalesforce, FakeSlack
 
@@ -180,27 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             for name in ("production", "sandbox")
         )
-        env = {
-            **base_env(),
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_API_URL": slack.api_url,
-            "SALESFORCE_CLIENT_ID": CLIENT_ID,
-            "SALESFORCE_CLIENT_SECRET": CLIENT_SECRET,
-            "SALESFORCE_PRODUCTION_URL": prod.url,
-            "SALESFORCE_SANDBOX_URL": sandbox.url,
-            "PUBLIC_URL": bot_url,
-            "DATABASE_URL": f"sqlite:///{tmp / 'vcc.db'}",
-            "VCC_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "VCC_HEALTH_INTERVAL": "86400",  # keep the monitor out of the measurement
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "LOG_LEVEL": "WARNING",
-        }
-        vcc_bot = Path(sys.executable).parent / "vcc-bot"
-        cmd = [str(vcc_bot)] if vcc_bot.exists() else [sys.executable, "-m", "bot.cli"]
-        # cwd: an empty directory, so no stray .env is read.
-        bot = spawn(stack, [*cmd, "serve"], env, tmp, tmp / "bot.log", bot_url)
+        bot = serve_bot(stack, bot_env(slack, prod, sandbox, bot_url, port, tmp), tmp, bot_url)
         rounds = [
             flood(
                 "unsigned, Content-Length",

@@ -247,10 +247,12 @@ def link_account(slack: FakeSlack, prod: FakeSalesforce, bot_url: str) -> None:
         value = buttons(prompt)[ids.LINK_PRODUCTION]["value"]
         post(http, bot_url, click_body(ids.LINK_PRODUCTION, value, slack.new_response_url()))
         dm = slack.wait_for(lambda: slack.dms_to(ADMIN))[-1]
-        # The browser keeps the bot's cookie: bot 302 -> Salesforce 302 -> callback 200.
-        response = browser.get(buttons(dm)[ids.LOGIN_OPEN]["url"])
+        # The login page's button (a POST from its own origin), then the browser keeps the
+        # bot's cookie: bot 303 -> Salesforce 302 -> callback 200.
+        login_url = buttons(dm)[ids.LOGIN_OPEN]["url"]
+        response = browser.post(login_url, headers={"Origin": bot_url})
         for _ in range(2):
-            if response.status_code != 302:
+            if response.status_code not in (302, 303):
                 raise RuntimeError(f"expected a redirect, got {response.status_code}")
             response = browser.get(response.headers["location"])
         if response.status_code != 200:

@@ -36,6 +36,13 @@ class AdminPolicy:
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[float, bool]] = {}
 
+    def known(self, team_id: str, user_id: str) -> bool | None:
+        """The answer if it is at hand (no call to Slack), else None."""
+        if user_id in self._allowed:
+            return True
+        cached = self._cache.get((team_id, user_id))
+        return cached[1] if cached and cached[0] > self._clock() else None
+
     async def is_admin(self, team_id: str, user_id: str) -> bool:
         if user_id in self._allowed:
             return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,9 +36,27 @@ from bot.domain import (
     LinkStatus,
     LoginLink,
 )
-from bot.messages import API_USER_NEEDS, LOGIN_ADVICE, describe
+from bot.messages import API_USER_NEEDS, LOGIN_ADVICE, LOGIN_ERROR_HELP, describe
 
 SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}")
+SLACK_CHANNEL = re.compile(r"[CGD][A-Z0-9]{2,20}")
+
+# Slack's Block Kit limits. slack_sdk checks some when building (section text, header,
+# button, confirm, modal title and blocks), not all: a context element's text and a
+# message's block count are only refused by Slack, so the builders keep within them too.
+TEXT_LIMIT = 3000  # any text object: a section's text, a context element's text
+MESSAGE_BLOCKS = 50
+VIEW_BLOCKS = 100
+
+# How much of an outside value is shown. Legal values fit whole (a VCC account id is at
+# most 64 characters, a Salesforce username 80, an org id 18); free text from Salesforce,
+# the audit trail or what someone typed is cut, visibly, well within a section.
+_ID = 64
+_NAME = 80
+_REASON = 500
+_DETAIL = 1500  # a failure's explanation: our sentences around the values they name
+_LIST_MOST = 10  # names listed on one line before "… and N more"
+_HISTORY_MOST = 40  # events in /vcc history: one section each at worst, within 50 blocks
 
 
 @dataclass(frozen=True)
@@ -51,7 +70,7 @@ class Message:
 
 def _message(text: str, blocks: list[Block]) -> Message:
     # to_dict() validates lengths, so an oversize field fails here, not at Slack.
-    return Message(text=text, blocks=[b.to_dict() for b in blocks])
+    return Message(text=_fit(text), blocks=[b.to_dict() for b in blocks])
 
 
 # Zero-width spaces after mrkdwn's formatting characters: a value cannot open or close
@@ -76,12 +95,84 @@ def code(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
 
 
+def _clip(value: str, limit: int) -> str:
+    """An outside value cut to `limit` characters, visibly: it then ends in an ellipsis.
+
+    Cut before escaping, so no entity or zero-width space is split.
+    """
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _shown(value: str, limit: int = _NAME) -> str:
+    """An outside value for mrkdwn: cut to `limit` characters, then escaped."""
+    return escape(_clip(value, limit))
+
+
+def _fit(markdown: str, limit: int = TEXT_LIMIT) -> str:
+    """Mrkdwn within Slack's limit, whatever the values in it: a last resort, since the
+    builders cut each value first; escaping can still multiply a hostile value by five.
+
+    Whole lines are kept when that keeps most of the text; otherwise the cut avoids
+    splitting an entity (&amp;), a <…> token, or a formatting character from the zero-width
+    space that neutralises it. The ellipsis shows that something is missing.
+    """
+    if len(markdown) <= limit:
+        return markdown
+    cut = markdown[: limit - 2]
+    newline = cut.rfind("\n")
+    if newline > limit // 2:
+        return cut[:newline] + "\n…"
+    for opener, closer in (("<", ">"), ("&", ";")):
+        start = cut.rfind(opener)
+        if start > cut.rfind(closer):
+            cut = cut[:start]
+    if markdown[len(cut)] == "\u200b":
+        cut = cut[:-1]
+    return cut + "…"
+
+
 def _section(markdown: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=markdown))
+    return SectionBlock(text=MarkdownTextObject(text=_fit(markdown)))
 
 
 def _context(markdown: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=markdown)])
+    return ContextBlock(elements=[MarkdownTextObject(text=_fit(markdown))])
+
+
+def _packed(lines: list[str], block: Callable[[str], Block]) -> list[Block]:
+    """Lines in as few blocks as hold them, each block's text within Slack's limit: a long
+    list is split across blocks instead of losing lines."""
+    found: list[Block] = []
+    chunk = ""
+    for line in (_fit(line) for line in lines):
+        if chunk and len(chunk) + 1 + len(line) > TEXT_LIMIT:
+            found.append(block(chunk))
+            chunk = line
+        else:
+            chunk = f"{chunk}\n{line}" if chunk else line
+    if chunk:
+        found.append(block(chunk))
+    return found
+
+
+def _listed(names: list[str], most: int = _LIST_MOST) -> str:
+    """Names (already escaped) on one line: the first `most`, then how many more."""
+    more = len(names) - most
+    shown = ", ".join(names[:most])
+    return f"{shown} … and {more} more" if more > 0 else shown
+
+
+def _account(account_id: str) -> str:
+    return _shown(account_id, _ID)
+
+
+def _code(value: str) -> str:
+    """An outside value for `backticks`, cut to an id's length."""
+    return code(_clip(value, _ID))
+
+
+def _channel(channel_id: str) -> str:
+    return f"<#{channel_id}>" if SLACK_CHANNEL.fullmatch(channel_id) else _shown(channel_id, _ID)
 
 
 def _when(value: datetime | None) -> str:
@@ -98,11 +189,11 @@ def _env(value: Environment | None) -> str:
 
 def link_details(view: AccountView) -> str:
     lines = [
-        f"*Org:* `{code(view.org_id or '?')}` ({_env(view.environment)})",
-        f"*API user:* {escape(view.sf_username or '?')}",
+        f"*Org:* `{_code(view.org_id or '?')}` ({_env(view.environment)})",
+        f"*API user:* {_shown(view.sf_username or '?')}",
     ]
     if view.linked_by:
-        lines.append(f"*Linked by:* <@{view.linked_by}> on {_when(view.linked_at)}")
+        lines.append(f"*Linked by:* {_actor(view.linked_by)} on {_when(view.linked_at)}")
     return "\n".join(lines)
 
 
@@ -112,7 +203,7 @@ def _warnings(view: AccountView) -> list[Block]:
     return [
         _context(
             ":warning: Recommended for this API user but missing: "
-            + ", ".join(view.warnings)
+            + _listed([_shown(w) for w in view.warnings])
             + ". VCC may not find every record, or Data Connector inserts may fail."
         )
     ]
@@ -122,7 +213,7 @@ def _warnings(view: AccountView) -> list[Block]:
 
 
 def link_prompt(view: AccountView) -> Message:
-    account = escape(view.account_id)
+    account = _account(view.account_id)
     if view.status == LinkStatus.LINKED:
         intro = (
             f"VCC account *{account}* is already *Linked*.\n{link_details(view)}\n"
@@ -149,7 +240,7 @@ def link_prompt(view: AccountView) -> Message:
         )
     verb = "Relink" if view.status != LinkStatus.UNLINKED else "Link"
     return _message(
-        f"{verb} VCC account {escape(view.account_id)} to Salesforce",
+        f"{verb} VCC account {_account(view.account_id)} to Salesforce",
         [
             _section(intro),
             ActionsBlock(
@@ -189,7 +280,7 @@ def custom_domain_modal(account_id: str, private_metadata: str) -> dict[str, Any
         close="Cancel",
         blocks=[
             _section(
-                f"Link VCC account *{escape(account_id)}* through your org's My Domain. "
+                f"Link VCC account *{_account(account_id)}* through your org's My Domain. "
                 "Setup → My Domain shows it."
             ),
             InputBlock(
@@ -209,7 +300,7 @@ def custom_domain_modal(account_id: str, private_metadata: str) -> dict[str, Any
 def check_your_dms(account_id: str, environment: Environment) -> Message:
     text = (
         f":envelope: Check your DMs: I sent you a {environment.label} login link for VCC "
-        f"account *{escape(account_id)}*."
+        f"account *{_account(account_id)}*."
     )
     return _message(text, [_section(text)])
 
@@ -218,12 +309,12 @@ def login_link(link: LoginLink) -> Message:
     ctx, url = link.context, link.url
     minutes = int(link.expires_in.total_seconds() // 60)
     return _message(
-        f"Log in to Salesforce to link VCC account {escape(ctx.account_id)}",
+        f"Log in to Salesforce to link VCC account {_account(ctx.account_id)}",
         [
             HeaderBlock(text=PlainTextObject(text="Link VCC to Salesforce")),
             _section(
                 f"Log in to Salesforce *{ctx.environment.label}* to link VCC account "
-                f"*{escape(ctx.account_id)}*, then click *Allow*.\n\n"
+                f"*{_account(ctx.account_id)}*, then click *Allow*.\n\n"
                 f":bust_in_silhouette: {LOGIN_ADVICE}"
             ),
             ActionsBlock(
@@ -240,6 +331,7 @@ def login_link(link: LoginLink) -> Message:
                 f":hourglass: This link expires in {minutes} minutes and works once, in one "
                 f"browser.\n:key: {API_USER_NEEDS}"
             ),
+            _context(f":warning: {LOGIN_ERROR_HELP}"),
         ],
     )
 
@@ -249,7 +341,7 @@ def linked_dm(result: LinkResult) -> Message:
     verb = "Relinked" if result.relinked else "Linked"
     blocks: list[Block] = [
         _section(
-            f":white_check_mark: *{verb}.* VCC account *{escape(view.account_id)}* now uses "
+            f":white_check_mark: *{verb}.* VCC account *{_account(view.account_id)}* now uses "
             f"Salesforce.\n{link_details(view)}"
         ),
         *_warnings(view),
@@ -258,38 +350,37 @@ def linked_dm(result: LinkResult) -> Message:
         blocks.append(
             _context(
                 "This org would not let me check: "
-                + ", ".join(result.unchecked)
+                + _listed([_shown(name) for name in result.unchecked])
                 + ". Please check them on the API user's profile or permission sets."
             )
         )
-    return _message(f"{verb} VCC account {escape(view.account_id)} to Salesforce", blocks)
+    return _message(f"{verb} VCC account {_account(view.account_id)} to Salesforce", blocks)
 
 
 def linked_notice(result: LinkResult) -> Message:
     view = result.account
     verb = "relinked" if result.relinked else "linked"
     text = (
-        f":link: VCC account *{escape(view.account_id)}* was {verb} to Salesforce org "
-        f"`{code(view.org_id or '?')}` ({_env(view.environment)}) as API user "
-        f"{escape(view.sf_username or '?')} by <@{view.linked_by}>."
+        f":link: VCC account *{_account(view.account_id)}* was {verb} to Salesforce org "
+        f"`{_code(view.org_id or '?')}` ({_env(view.environment)}) as API user "
+        f"{_shown(view.sf_username or '?')} by {_actor(view.linked_by or '?')}."
     )
     return _message(
-        f"VCC account {escape(view.account_id)} was {verb} to Salesforce", [_section(text)]
+        f"VCC account {_account(view.account_id)} was {verb} to Salesforce", [_section(text)]
     )
 
 
 def failure(error: LinkError, account_id: str | None = None) -> Message:
+    # The explanation names what Salesforce said or what someone typed: any length.
     title, detail = describe(error)
-    about = f" (VCC account *{escape(account_id)}*)" if account_id else ""
-    return _message(
-        f"{escape(title)}: {escape(detail)}",
-        [_section(f":x: *{escape(title)}*{about}\n{escape(detail)}")],
-    )
+    title, detail = _shown(title, _NAME), _shown(detail, _DETAIL)
+    about = f" (VCC account *{_account(account_id)}*)" if account_id else ""
+    return _message(f"{title}: {detail}", [_section(f":x: *{title}*{about}\n{detail}")])
 
 
 def login_dm_failed(error: str) -> Message:
     text = (
-        f":warning: I could not send you the login link in a DM (Slack said {escape(error)}). "
+        f":warning: I could not send you the login link in a DM (Slack said {_shown(error)}). "
         "Nothing was linked; run `/vcc link` again."
     )
     return _message(text, [_section(text)])
@@ -322,37 +413,45 @@ _EVENT_LABELS = {
     "broken": "Found broken",
     "recovered": "Recovered",
     "legacy_imported": "Imported as Legacy",
+    "notice_failed": "Channel notice not delivered",
 }
 
 
 def _actor(actor: str) -> str:
-    return f"<@{actor}>" if SLACK_USER.fullmatch(actor) else escape(actor)
+    return f"<@{actor}>" if SLACK_USER.fullmatch(actor) else _shown(actor)
 
 
 def history_line(entry: AuditEntry) -> str:
-    label = _EVENT_LABELS.get(entry.event, entry.event)
+    label = _EVENT_LABELS.get(entry.event) or _shown(entry.event)
     who = _actor(entry.actor)
-    user = f" · {escape(entry.sf_username)}" if entry.sf_username else ""
-    detail = f": {escape(entry.detail)}" if entry.detail else ""
+    user = f" · {_shown(entry.sf_username)}" if entry.sf_username else ""
+    # The full detail stays in the audit trail (vcc-bot audit); a line shows its start.
+    detail = f": {_shown(entry.detail, _REASON)}" if entry.detail else ""
     return f"{_when(entry.at)} · *{label}* by {who}{user}{detail}"
 
 
 def _history(entries: list[AuditEntry], limit: int = 3) -> list[Block]:
     if not entries:
         return []
-    lines = "\n".join(history_line(e) for e in entries[:limit])
-    return [_context(f"*Recent history*\n{lines}")]
+    return _packed(["*Recent history*", *(history_line(e) for e in entries[:limit])], _context)
 
 
 def history(account_id: str, entries: list[AuditEntry]) -> Message:
     if not entries:
-        text = f"No history yet for VCC account *{escape(account_id)}*."
+        text = f"No history yet for VCC account *{_account(account_id)}*."
         return _message(text, [_section(text)])
-    lines = "\n".join(f"• {history_line(e)}" for e in entries)
-    return _message(
-        f"History of VCC account {escape(account_id)}",
-        [_section(f"*History of VCC account {escape(account_id)}* (newest first)\n{lines}")],
-    )
+    # Every event shown, over several sections when one would pass Slack's text limit.
+    lines = [f"*History of VCC account {_account(account_id)}* (newest first)"]
+    lines += [f"• {history_line(e)}" for e in entries[:_HISTORY_MOST]]
+    blocks = _packed(lines, _section)
+    more = len(entries) - _HISTORY_MOST
+    if more > 0:
+        blocks.append(
+            _context(
+                f"… and {more} more: `vcc-bot audit --account {_code(account_id)}` lists them all."
+            )
+        )
+    return _message(f"History of VCC account {_account(account_id)}", blocks)
 
 
 def status(
@@ -362,24 +461,24 @@ def status(
     checking: bool = False,
     history: list[AuditEntry] | None = None,
 ) -> Message:
-    account = escape(view.account_id)
+    account = _account(view.account_id)
     history = history or []
     blocks: list[Block] = []
     if view.status == LinkStatus.UNLINKED:
         blocks.append(
             _section(
                 f"VCC account *{account}* is *Unlinked*. Link it with "
-                f"`/vcc link {code(view.account_id)}`."
+                f"`/vcc link {_code(view.account_id)}`."
             )
         )
         blocks += _history(history)
-        return _message(f"VCC account {escape(view.account_id)}: Unlinked", blocks)
+        return _message(f"VCC account {_account(view.account_id)}: Unlinked", blocks)
     if view.status == LinkStatus.LEGACY:
         blocks.append(
             _section(
                 f"VCC account *{account}* is *Legacy*: linked by an older method. "
                 "Relink recommended.\n"
-                f"*API user:* {escape(view.sf_username or '?')} ({_env(view.environment)})"
+                f"*API user:* {_shown(view.sf_username or '?')} ({_env(view.environment)})"
             )
         )
         blocks.append(
@@ -393,7 +492,7 @@ def status(
         )
         blocks += _history(history)
         return _message(
-            f"VCC account {escape(view.account_id)}: Legacy (relink recommended)", blocks
+            f"VCC account {_account(view.account_id)}: Legacy (relink recommended)", blocks
         )
     blocks += [_section(f"VCC account *{account}* is *Linked*.\n{link_details(view)}")]
     blocks += _warnings(view)
@@ -401,12 +500,13 @@ def status(
         blocks.append(_context(":hourglass_flowing_sand: Checking the link with Salesforce…"))
     elif check is not None:
         line = _HEALTH_LINE[check.health].format(
-            reason=escape(check.reason or "unknown reason."), account=code(view.account_id)
+            reason=_shown(check.reason or "unknown reason.", _REASON),
+            account=_code(view.account_id),
         )
         blocks.append(_section(line))
     elif view.health == Health.BROKEN:
         line = _HEALTH_LINE[Health.BROKEN].format(
-            reason=escape(view.health_reason or "unknown"), account=code(view.account_id)
+            reason=_shown(view.health_reason or "unknown", _REASON), account=_code(view.account_id)
         )
         blocks.append(_section(line))
     checked_at = check.checked_at if check is not None else None
@@ -423,27 +523,37 @@ def status(
                 "a minute for a new check."
             )
         )
+    if not checking:
+        # A click's response_url may replace this message with the new result.
+        blocks.append(
+            ActionsBlock(
+                elements=[
+                    ButtonElement(text="Check now", action_id=ids.CHECK_NOW, value=view.account_id)
+                ]
+            )
+        )
     blocks += _history(history)
-    return _message(f"VCC account {escape(view.account_id)}: Linked", blocks)
+    return _message(f"VCC account {_account(view.account_id)}: Linked", blocks)
 
 
 def recovered_notice(view: AccountView) -> Message:
     text = (
-        f":large_green_circle: The Salesforce link of VCC account *{escape(view.account_id)}* "
-        f"works again (org `{code(view.org_id or '?')}`, API user "
-        f"{escape(view.sf_username or '?')})."
+        f":large_green_circle: The Salesforce link of VCC account *{_account(view.account_id)}* "
+        f"works again (org `{_code(view.org_id or '?')}`, API user "
+        f"{_shown(view.sf_username or '?')})."
     )
     return _message(
-        f"Salesforce link of VCC account {escape(view.account_id)} recovered", [_section(text)]
+        f"Salesforce link of VCC account {_account(view.account_id)} recovered", [_section(text)]
     )
 
 
 def approval_revoked_dm(account_id: str, revoked: list[AccountView], *, refused: bool) -> Message:
-    names = ", ".join(f"*{escape(v.account_id)}*" for v in revoked)
+    names = _listed([f"*{_account(v.account_id)}*" for v in revoked])
     linking = (
-        f"Linking *{escape(account_id)}* was refused, but Salesforce still counted the approval"
+        f"Linking *{_account(account_id)}* was refused, but Salesforce still counted the approval"
         if refused
-        else f"*{escape(account_id)}* is linked, but its approval was a sixth one for that API user"
+        else f"*{_account(account_id)}* is linked, but its approval was a sixth one for that "
+        "API user"
     )
     text = (
         f":warning: {linking} and revoked the oldest link of that API user: VCC account "
@@ -454,14 +564,14 @@ def approval_revoked_dm(account_id: str, revoked: list[AccountView], *, refused:
 
 def broken_notice(view: AccountView) -> Message:
     text = (
-        f":red_circle: The Salesforce link of VCC account *{escape(view.account_id)}* "
-        f"(org `{code(view.org_id or '?')}`, API user {escape(view.sf_username or '?')}) is "
-        f"broken: {escape(view.health_reason or 'unknown reason')}\nVCC cannot look up records "
-        f"or log calls for this account until an admin relinks it with "
-        f"`/vcc link {code(view.account_id)}`."
+        f":red_circle: The Salesforce link of VCC account *{_account(view.account_id)}* "
+        f"(org `{_code(view.org_id or '?')}`, API user {_shown(view.sf_username or '?')}) is "
+        f"broken: {_shown(view.health_reason or 'unknown reason', _REASON)}\nVCC cannot look "
+        "up records or log calls for this account until an admin relinks it with "
+        f"`/vcc link {_code(view.account_id)}`."
     )
     return _message(
-        f"Salesforce link of VCC account {escape(view.account_id)} is broken", [_section(text)]
+        f"Salesforce link of VCC account {_account(view.account_id)} is broken", [_section(text)]
     )
 
 
@@ -469,12 +579,12 @@ def broken_notice(view: AccountView) -> Message:
 
 
 def unlink_warning(view: AccountView) -> Message:
-    account = escape(view.account_id)
+    account = _account(view.account_id)
     revoke = (
         " The stored token is revoked at Salesforce." if view.status == LinkStatus.LINKED else ""
     )
     return _message(
-        f"Unlink VCC account {escape(view.account_id)} from Salesforce?",
+        f"Unlink VCC account {_account(view.account_id)} from Salesforce?",
         [
             _section(
                 f":warning: *Unlink VCC account {account} from Salesforce?*\n"
@@ -490,14 +600,16 @@ def unlink_warning(view: AccountView) -> Message:
                         action_id=ids.UNLINK_CONFIRM,
                         value=view.account_id,
                         style="danger",
+                        # Slack's confirm dialog takes plain_text only (mrkdwn is refused), so
+                        # the account id is shown as is, not escaped.
                         confirm=ConfirmObject(
-                            title="Unlink from Salesforce?",
-                            text=(
-                                f"VCC account {view.account_id} will stop looking up "
-                                "records and logging calls in Salesforce."
+                            title=PlainTextObject(text="Unlink from Salesforce?"),
+                            text=PlainTextObject(
+                                text=f"VCC account {_clip(view.account_id, _ID)} will stop "
+                                "looking up records and logging calls in Salesforce."
                             ),
-                            confirm="Unlink",
-                            deny="Keep the link",
+                            confirm=PlainTextObject(text="Unlink"),
+                            deny=PlainTextObject(text="Keep the link"),
                             style="danger",
                         ),
                     ),
@@ -512,30 +624,30 @@ def unlink_warning(view: AccountView) -> Message:
 
 def unlinked_result(view: AccountView) -> Message:
     text = (
-        f":broken_chain: VCC account *{escape(view.account_id)}* is now *Unlinked*: VCC no longer "
-        f"uses Salesforce for it. Link it again with `/vcc link {code(view.account_id)}`."
+        f":broken_chain: VCC account *{_account(view.account_id)}* is now *Unlinked*: VCC no "
+        f"longer uses Salesforce for it. Link it again with `/vcc link {_code(view.account_id)}`."
     )
     return _message(text, [_section(text)])
 
 
 def unlinked_notice(view: AccountView, by_user: str) -> Message:
     text = (
-        f":broken_chain: VCC account *{escape(view.account_id)}* was unlinked from Salesforce "
-        f"org `{code(view.org_id or '?')}` by <@{by_user}>. Calls of this account are no "
+        f":broken_chain: VCC account *{_account(view.account_id)}* was unlinked from Salesforce "
+        f"org `{_code(view.org_id or '?')}` by {_actor(by_user)}. Calls of this account are no "
         "longer logged in Salesforce."
     )
-    return _message(f"VCC account {escape(view.account_id)} was unlinked", [_section(text)])
+    return _message(f"VCC account {_account(view.account_id)} was unlinked", [_section(text)])
 
 
 def nothing_changed(account_id: str) -> Message:
-    text = f"Nothing changed: VCC account *{escape(account_id)}* stays as it was."
+    text = f"Nothing changed: VCC account *{_account(account_id)}* stays as it was."
     return _message(text, [_section(text)])
 
 
 def channel_unreachable(channel_id: str, error: str) -> Message:
     text = (
-        f":mailbox_closed: I could not post the status notice in <#{channel_id}> "
-        f"({escape(error)}). Invite me there with `/invite @VCC`, or run `/vcc link` from a "
+        f":mailbox_closed: I could not post the status notice in {_channel(channel_id)} "
+        f"({_shown(error)}). Invite me there with `/invite @VCC`, or run `/vcc link` from a "
         "channel I am in to make it the notification channel."
     )
     return _message(text, [_section(text)])
@@ -555,3 +667,16 @@ HELP = (
 
 def help_message() -> Message:
     return _message("vcc-bot: /vcc link | status | unlink | history | help", [_section(HELP)])
+
+
+def connected_app_refused_dm(accounts: list[AccountView], problem: str) -> Message:
+    """To an admin whose links cannot be checked while Salesforce refuses the bot's app."""
+    shown = 20  # a section holds 3,000 characters; an account id up to 64
+    names = ", ".join(f"*{escape(v.account_id)}*" for v in accounts[:shown])
+    if len(accounts) > shown:
+        names += f" and {len(accounts) - shown} more"
+    text = (
+        f":warning: I cannot check the Salesforce link of VCC account {names} for now. "
+        f"{escape(problem)} I check again every interval and say nothing more about it today."
+    )
+    return _message("The bot's Salesforce connected app was refused", [_section(text)])

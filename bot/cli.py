@@ -13,7 +13,10 @@ from pathlib import Path
 import httpx2
 import uvicorn
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    async_default_handlers,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 
@@ -90,8 +93,11 @@ def build(
     slack_client = AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
-        # slack_sdk retries only connection errors by default; also wait out 429s.
-        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+        # slack_sdk's defaults retry connection errors; add waiting out 429s to them.
+        retry_handlers=[
+            *async_default_handlers(),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+        ],
     )
     cipher = TokenCipher(settings.encryption_keys)
     salesforce = SalesforceClient(
@@ -116,6 +122,7 @@ def build(
         clock=utcnow,
     )
     identity = BotIdentity(slack_client)
+    notifier.record_undelivered = core.links.record_undelivered
     bolt = create_app(
         client=slack_client,
         identity=identity,

@@ -29,8 +29,15 @@ from typing import Protocol
 
 DEFAULT_ACCOUNT = "default"
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-# A My Domain login host: NAME.my.salesforce.com, or NAME--SANDBOX.sandbox.my.salesforce.com.
-MY_DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?(?:\.sandbox)?\.my\.salesforce\.com")
+# A My Domain login host: NAME.my.salesforce.com, or NAME.PARTITION.my.salesforce.com for
+# each partition Salesforce documents for customer orgs (Tooling API, OrgDomainLog
+# DomainPartition): sandbox (NAME--SANDBOX), develop (Developer Edition), scratch, demo,
+# patch and trailblaze (Trailhead Playgrounds). free and sfdctest are "reserved for
+# internal use" there, so refused.
+MY_DOMAIN = re.compile(
+    r"[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?"
+    r"(?:\.(?:sandbox|develop|scratch|demo|patch|trailblaze))?\.my\.salesforce\.com"
+)
 
 
 # ---- the domain's words: storage imports these, never the other way ------------------
@@ -69,6 +76,7 @@ class AuditKind(StrEnum):
     BROKEN = "broken"
     RECOVERED = "recovered"
     LEGACY_IMPORTED = "legacy_imported"
+    NOTICE_FAILED = "notice_failed"  # a channel notice Slack would not take
 
 
 class AttemptProblem(StrEnum):
@@ -260,6 +268,9 @@ class Notifier(Protocol):
     async def revoked_by_approval(
         self, ctx: LoginContext, accounts: list[AccountView], *, refused: bool
     ) -> None: ...
+    async def connected_app_refused(
+        self, user_id: str, accounts: list[AccountView], problem: str
+    ) -> None: ...
 
 
 def parse_account_id(value: str | None) -> str:
@@ -270,7 +281,9 @@ def parse_account_id(value: str | None) -> str:
 
 
 def parse_my_domain(value: str) -> str:
-    """An admin's My Domain host (with or without https://) as the login URL to use.
+    """An admin's My Domain host (with or without https://) as the login URL to use:
+    NAME.my.salesforce.com, or with one of the documented partitions before
+    my.salesforce.com (sandbox, develop, scratch, demo, patch, trailblaze; see MY_DOMAIN).
 
     Surrounding spaces are forgiven; a space, line break or other control character inside
     is refused, and so is anything that is not a whole My Domain host (fullmatch: `$`

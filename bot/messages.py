@@ -18,6 +18,7 @@ from bot.domain import (
     SalesforceDown,
     SalesforceLoginFailed,
 )
+from bot.salesforce import CONNECTED_APP_ERRORS, UNEXPECTED
 
 API_USER_NEEDS = (
     "The API user needs a Salesforce licence, no login-hour or IP-range restrictions, "
@@ -30,6 +31,18 @@ LOGIN_ADVICE = (
     "Log in directly as the Salesforce API user, with its own username and password. "
     'Do not use "Log in as another user" from an admin session: Salesforce would link '
     "the wrong user."
+)
+
+# For the login DM. Some refusals Salesforce shows on its own page and never sends back
+# to the bot (an unknown consumer key, an app the org has not installed), so the admin
+# must hear beforehand what to do about them. No underscores or <, >, &: shown as is.
+LOGIN_ERROR_HELP = (
+    "If Salesforce shows an error page instead of the Allow button, nothing reaches me and "
+    'nothing is linked. "app must be installed into org", or an External Client App not '
+    "found: a Salesforce admin installs the connected app in this org (Setup → Connected "
+    "Apps OAuth Usage → Install) or gives the API user the permission Approve Uninstalled "
+    'Connected Apps. "client identifier invalid": tell the bot\'s operator, the consumer '
+    "key is wrong. Then run /vcc link again."
 )
 
 _LINK_PROBLEMS = {
@@ -54,11 +67,11 @@ NOT_IN_TIME = "Salesforce did not answer in time; the check goes on and its resu
 NOT_VERIFIED = "Salesforce's answer could not be verified."
 NOT_AS_EXPECTED = "Salesforce did not answer as expected."
 DATABASE_SLOW = "The bot's database did not answer in time."
-BAD_CLIENT = (
-    "Salesforce refused the bot's connected-app credentials "
-    "(SALESFORCE_CLIENT_ID / SALESFORCE_CLIENT_SECRET)."
+INACTIVE_USER = (
+    "The Salesforce API user is inactive: deactivated or frozen. A Salesforce admin must "
+    "reactivate it (Setup → Users → Edit → Active) or unfreeze it (Setup → Users → the "
+    "user → Unfreeze); then run /vcc status, and relink if it still fails."
 )
-INACTIVE_USER = "The Salesforce API user is inactive."
 OTHER_USER = "The token belongs to another Salesforce user."
 
 
@@ -67,20 +80,50 @@ def lost_permissions(missing: list[str]) -> str:
 
 
 def broken_reason(refused: SalesforceLoginFailed) -> str:
-    """Explain a refused refresh or identity call the way an admin can act on it."""
+    """Explain a refused refresh or identity call the way an admin can act on it.
+
+    Salesforce says why in the description as much as in the code: a deactivated or
+    frozen user's refresh is invalid_grant "inactive user" (restforce#303).
+    """
     description = refused.description.lower()
-    if refused.error == "invalid_grant" and "ip restricted" in description:
-        return "Salesforce refused the API user's login: IP restricted or invalid login hours."
-    if refused.error == "invalid_grant":
+    if refused.error == "inactive_user" or (
+        refused.error == "invalid_grant" and "inactive user" in description
+    ):
+        return INACTIVE_USER
+    if refused.error == "invalid_grant" and (
+        "ip restricted" in description or "login hours" in description
+    ):
+        return (
+            "Salesforce refused the API user's login: IP restricted or invalid login hours. "
+            "A Salesforce admin must allow the bot's IP address in the API user's profile "
+            "(Login IP Ranges) or relax IP restrictions for the connected app, and lift the "
+            "profile's Login Hours; then run /vcc status."
+        )
+    if refused.error == "invalid_grant" and ("expired" in description or not description):
         return (
             "Salesforce refused the stored token (invalid_grant): it was revoked or has "
-            "expired, for example by an admin, the org's refresh-token policy, or a sixth "
-            "approval by the same API user."
+            "expired. Revoked by an admin or by a sixth approval of the same API user, or "
+            "expired under the connected app's refresh token policy. Relink the account; so "
+            "that it does not expire again, a Salesforce admin sets the connected app's "
+            'Refresh Token Policy to "Refresh token is valid until revoked".'
         )
-    if refused.error == "inactive_user":
-        return "The Salesforce API user is inactive (deactivated or frozen)."
+    if refused.error == "invalid_grant":
+        return (
+            f"Salesforce refused the stored token (invalid_grant: {refused.description}). "
+            "Relink the account; if it happens again, a Salesforce admin should check the "
+            "API user and the connected app's policies."
+        )
     if refused.error == "inactive_org":
-        return "The Salesforce org is locked or inactive."
+        return (
+            "The Salesforce org is locked, closed or suspended (inactive_org). Its admin must "
+            "have Salesforce reactivate it; the link works again once the org does."
+        )
+    if refused.error in ("API_DISABLED_FOR_ORG", "API_CURRENTLY_DISABLED"):
+        return (
+            f"Salesforce refused API access ({refused.error}): the org's edition or the API "
+            "user's profile no longer allows the API. A Salesforce admin must grant API "
+            "Enabled; then run /vcc status."
+        )
     if refused.error in ("identity_refused", "INVALID_SESSION_ID"):
         # A token refreshed a moment ago and refused now: revoked meanwhile, or no access.
         return (
@@ -89,6 +132,54 @@ def broken_reason(refused: SalesforceLoginFailed) -> str:
         )
     detail = f": {refused.description}" if refused.description else ""
     return f"Salesforce refused the link ({refused.error}{detail})."
+
+
+def connected_app_fix(refused: SalesforceLoginFailed) -> str:
+    """The setting that fixes an error of the bot's connected app, for its operator."""
+    if refused.error == "redirect_uri_mismatch":
+        return "the connected app's Callback URL must be exactly PUBLIC_URL/salesforce/callback"
+    if "install" in refused.description.lower():
+        return (
+            "install the connected app in the org (Setup → Connected Apps OAuth Usage → "
+            "Install), or give the API user Approve Uninstalled Connected Apps"
+        )
+    if refused.error == "invalid_client_id":
+        return (
+            "SALESFORCE_CLIENT_ID is not a consumer key Salesforce knows at this login host: "
+            "copy the connected app's Consumer Key again (or the app was deleted, or is not "
+            "available in this org)"
+        )
+    return (
+        "SALESFORCE_CLIENT_SECRET does not match the connected app's Consumer Secret: copy it again"
+    )
+
+
+def connected_app_problem(refused: SalesforceLoginFailed) -> str:
+    """Why links go unchecked while Salesforce refuses the bot's connected app."""
+    return (
+        f"Salesforce refused the bot's connected app ({refused.error}), so the link could "
+        "not be checked; it is not broken and needs no relink. The bot's operator must fix "
+        f"it: {connected_app_fix(refused)}."
+    )
+
+
+def could_not_check(refused: SalesforceLoginFailed) -> str:
+    """Why a live check learnt nothing, when Salesforce refused for a reason that is not
+    about the link (only its grant, org or API access are)."""
+    if refused.error == UNEXPECTED:
+        return NOT_AS_EXPECTED
+    if refused.error in CONNECTED_APP_ERRORS:
+        return connected_app_problem(refused)
+    if refused.error in ("rate_limit_exceeded", "REQUEST_LIMIT_EXCEEDED"):
+        return (
+            f"Salesforce is limiting requests for now ({refused.error}), so the link was not "
+            "checked; this says nothing about the link. It is checked again later."
+        )
+    detail = f": {refused.description}" if refused.description else ""
+    return (
+        f"Salesforce would not check the link now ({refused.error}{detail}); this says "
+        "nothing about the link itself."
+    )
 
 
 def refusal_reason(error: LinkError) -> str:
@@ -138,6 +229,11 @@ def describe(error: LinkError) -> tuple[str, str]:
             return "Linking cancelled", (
                 "You did not allow access in Salesforce, so nothing was linked. "
                 "Run /vcc link to try again."
+            )
+        case SalesforceLoginFailed(error=code) if code in CONNECTED_APP_ERRORS:
+            return "Salesforce refused the bot's connected app", (
+                f"Salesforce answered {code}, about the bot's connected app, not your API "
+                f"user. Nothing was linked. Tell the bot's operator: {connected_app_fix(error)}."
             )
         case SalesforceLoginFailed(error="unexpected_answer"):
             return "Salesforce did not answer as expected", (
@@ -198,8 +294,10 @@ def describe(error: LinkError) -> tuple[str, str]:
         case InvalidMyDomain(value=value):
             return "Not a My Domain host", (
                 f"{value!r} is not a Salesforce My Domain login host. Use your org's "
-                "NAME.my.salesforce.com, or NAME--SANDBOX.sandbox.my.salesforce.com for a "
-                "sandbox (Setup → My Domain shows it)."
+                "NAME.my.salesforce.com; a sandbox's NAME--SANDBOX.sandbox.my.salesforce.com; "
+                "or NAME.develop.my.salesforce.com (Developer Edition), and likewise "
+                ".scratch., .demo., .patch. or .trailblaze. (Trailhead Playground) for those "
+                "orgs. Setup → My Domain shows it."
             )
         case InvalidAccountId(value=value):
             return "Not a VCC account id", (

@@ -42,11 +42,16 @@ RECOMMENDED_PERMISSIONS = {
 }
 # Salesforce answered, but not in a form the bot understands (HTML, a wrong shape).
 UNEXPECTED = "unexpected_answer"
+# Errors about the bot's connected app, not about any link: an unknown consumer key
+# (invalid_client_id "client identifier invalid", omniphx/forrest#184), a wrong secret
+# (invalid_client, restforce#338), a callback URL the app does not list.
+CONNECTED_APP_ERRORS = frozenset({"invalid_client_id", "invalid_client", "redirect_uri_mismatch"})
 _INVALID_FIELD = re.compile(r"No such column '(\w+)'")
 # At most this many Salesforce calls at once per process; more wait up to POOL_WAIT for a
 # connection and then fail as "unavailable", so a burst cannot build an unbounded backlog.
 MAX_CONNECTIONS = 32
 POOL_WAIT = 5.0
+MAX_REMEMBERED_VERSIONS = 1000
 
 
 class SalesforceError(Exception):
@@ -183,6 +188,8 @@ class SalesforceClient:
             transport=transport,
         )
         self._shared = _ThroughSharedClient(self._http)
+        # The API version an instance serves, where it does not serve API_VERSION.
+        self._versions: dict[str, str] = {}
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -279,23 +286,30 @@ class SalesforceClient:
         return self._grant(token, login_host=login_host, fallback_refresh=refresh_token)
 
     async def revoke(self, login_host: str, token: str) -> None:
-        """Revoke a token; an already revoked one counts as success."""
+        """Revoke a token; an already revoked one counts as success.
+
+        Salesforce answers 200, or 400 with invalid_token or unsupported_token_type
+        (Mobile SDK Developer Guide, "Revoking OAuth Tokens"). invalid_token: the token is
+        dead already. Any other OAuth error is final, SalesforceRejected: asking again
+        gets the same answer. A 5xx, or a 4xx that is no OAuth answer (a proxy's page, a
+        429), says nothing about the token: SalesforceUnavailable, try later.
+        """
         async with self._oauth() as client:
             response = await client.revoke_token(login_host + REVOKE_PATH, token=token)
-        if response.status_code == 200:
+        status = response.status_code
+        if status == 200:
             return
-        if response.status_code >= 500:
-            raise SalesforceUnavailable(f"Salesforce answered HTTP {response.status_code}")
-        error = _oauth_error(response)
+        error = _oauth_error(response) if 400 <= status < 500 else None
+        if error is None:
+            raise SalesforceUnavailable(f"Salesforce answered HTTP {status} to a revoke")
         if error == "invalid_token":
             return
-        raise SalesforceRejected(error, status=response.status_code)
+        raise SalesforceRejected(error, status=status)
 
     async def _get(self, url: str, access_token: str, **params: str) -> httpx2.Response:
+        headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
         try:
-            response = await self._http.get(
-                url, params=params, headers={"Authorization": f"Bearer {access_token}"}
-            )
+            response = await self._http.get(url, params=params, headers=headers)
         except httpx2.HTTPError as exc:
             raise SalesforceUnavailable(f"Salesforce could not be reached ({exc})") from None
         if response.status_code >= 500:
@@ -322,11 +336,17 @@ class SalesforceClient:
         )
 
     async def permissions(self, grant: TokenGrant) -> Permissions:
-        """Read the user's effective permissions; fields the org rejects are left unchecked."""
+        """Read the user's effective permissions; fields the org rejects are left unchecked.
+
+        Asked at API_VERSION, or, where the org does not serve it (404 NOT_FOUND), at the
+        version `_served_version` finds.
+        """
         fields = [*REQUIRED_PERMISSIONS, *RECOMMENDED_PERMISSIONS]
         unchecked: set[str] = set()
-        url = f"{grant.instance_url}/services/data/v{API_VERSION}/query"
+        version = self._versions.get(grant.instance_url, API_VERSION)
+        asked_versions = False
         while fields:
+            url = f"{grant.instance_url}/services/data/v{version}/query"
             # Field names come from our own constants, never from input.
             soql = f"SELECT {', '.join(fields)} FROM UserPermissionAccess"  # noqa: S608
             response = await self._get(url, grant.access_token, q=soql)
@@ -339,12 +359,42 @@ class SalesforceClient:
                     granted={f: bool(row.get(f)) for f in fields}, unchecked=frozenset(unchecked)
                 )
             code, message = _rest_error(response)
+            if response.status_code == 404 and code == "NOT_FOUND" and not asked_versions:
+                asked_versions = True
+                version = await self._served_version(grant.instance_url)
+                continue
             bad = _INVALID_FIELD.search(message) if code == "INVALID_FIELD" else None
             if bad is None or bad.group(1) not in fields:
                 raise SalesforceRejected(code, message, status=response.status_code)
             fields.remove(bad.group(1))
             unchecked.add(bad.group(1))
         return Permissions(granted={}, unchecked=frozenset(unchecked))
+
+    async def _served_version(self, instance_url: str) -> str:
+        """The API version to ask an org that does not serve ours: the newest it lists that
+        is not newer than ours (else its oldest), remembered per instance.
+
+        The Versions resource, GET /services/data/, needs no authentication (REST API
+        Developer Guide, "Versions").
+        """
+        response = await self._get(f"{instance_url}/services/data/", "")
+        try:
+            listed = response.json() if response.status_code == 200 else None
+            served = sorted(
+                (tuple(int(n) for n in str(v["version"]).split(".")), str(v["version"]))
+                for v in listed or []
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            served = []
+        if not served:
+            raise SalesforceRejected(UNEXPECTED, "the org's list of API versions")
+        ours = tuple(int(n) for n in API_VERSION.split("."))
+        older = [version for number, version in served if number <= ours]
+        chosen = older[-1] if older else served[0][1]
+        if len(self._versions) >= MAX_REMEMBERED_VERSIONS:
+            self._versions.clear()  # bounded: a few orgs need it, and asking is cheap
+        self._versions[instance_url] = chosen
+        return chosen
 
 
 def _json_object(response: httpx2.Response) -> dict[str, Any]:
@@ -358,11 +408,14 @@ def _json_object(response: httpx2.Response) -> dict[str, Any]:
     return data
 
 
-def _oauth_error(response: httpx2.Response) -> str:
+def _oauth_error(response: httpx2.Response) -> str | None:
+    """The OAuth error code of an answer, or None when it is no OAuth error answer."""
     try:
-        return str(response.json().get("error", "unknown_error"))
+        data = response.json()
     except ValueError:
-        return response.text.strip()[:100] or f"http_{response.status_code}"
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    return str(error) if isinstance(error, str) and error else None
 
 
 def _rest_error(response: httpx2.Response) -> tuple[str, str]:

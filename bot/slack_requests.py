@@ -29,6 +29,7 @@ ACTIONS = frozenset(
         ids.LINK_SANDBOX,
         ids.LINK_CUSTOM,
         ids.RELINK,
+        ids.CHECK_NOW,
         ids.LOGIN_OPEN,
         ids.UNLINK_CONFIRM,
         ids.UNLINK_CANCEL,

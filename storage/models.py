@@ -144,6 +144,9 @@ class PendingToken(SQLModel, table=True):
     team_id: str = Field(max_length=32)
     account_id: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+    # Revokes Salesforce did not answer: how many, and when to try the next one.
+    revoke_tries: int = Field(default=0)
+    next_try_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
 class AuditEvent(SQLModel, table=True):

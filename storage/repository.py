@@ -472,11 +472,28 @@ def delete_pending_token(session: Session, *, pending_id: int) -> None:
     session.exec(delete(PendingToken).where(col(PendingToken.id) == pending_id))
 
 
-def stale_pending_tokens(session: Session, *, created_before: datetime) -> list[PendingToken]:
+def stale_pending_tokens(
+    session: Session, *, created_before: datetime, now: datetime
+) -> list[PendingToken]:
+    """Pending tokens older than `created_before` whose next revoke is due."""
     return list(
         session.exec(
-            select(PendingToken).where(col(PendingToken.created_at) < created_before)
+            select(PendingToken).where(
+                col(PendingToken.created_at) < created_before,
+                or_(col(PendingToken.next_try_at).is_(None), col(PendingToken.next_try_at) <= now),
+            )
         ).all()
+    )
+
+
+def postpone_pending_token(
+    session: Session, *, pending_id: int, revoke_tries: int, next_try_at: datetime
+) -> None:
+    """A revoke Salesforce did not answer: count it, and when to try again."""
+    session.exec(
+        update(PendingToken)
+        .where(col(PendingToken.id) == pending_id)
+        .values(revoke_tries=revoke_tries, next_try_at=next_try_at)
     )
 
 
@@ -531,6 +548,17 @@ def all_events(session: Session, *, account_id: str | None = None) -> list[Audit
 
 
 # ---- health checks: one at a time per account, across replicas ---------------------------
+
+
+def linked_accounts(session: Session) -> list[VccAccount]:
+    """Every Linked account, of every workspace."""
+    return list(
+        session.exec(
+            select(VccAccount)
+            .where(VccAccount.status == LinkStatus.LINKED)
+            .order_by(col(VccAccount.team_id), col(VccAccount.account_id))
+        ).all()
+    )
 
 
 def due_for_check(session: Session, *, now: datetime, limit: int) -> list[VccAccount]:

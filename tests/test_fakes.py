@@ -123,7 +123,8 @@ def test_refresh_keeps_refresh_token_unless_rotating(sf: FakeSalesforce) -> None
 
     sf.login_as.active = False
     r = token_post(sf, grant_type="refresh_token", refresh_token=rotated["refresh_token"])
-    assert r.json()["error"] == "inactive_user"
+    # A deactivated or frozen user: invalid_grant "inactive user" (restforce#303).
+    assert r.json() == {"error": "invalid_grant", "error_description": "inactive user"}
 
 
 def test_revoke_semantics(sf: FakeSalesforce) -> None:

@@ -157,7 +157,7 @@ def test_an_odd_identity_answer_during_a_check_is_could_not_check(
 ):
     assert link(slack_client, browser, "acme").status_code == 200
     salesforce.production.fail_next("/id/", 200, "<html>Maintenance</html>")
-    reply = slack_client.replies(slack_client.command("status acme"), 2)[-1]
+    reply = slack_client.replies(slack_client.command("status acme"))[-1]
     assert "Could not check" in text_of(reply) and "as expected" in text_of(reply)
     assert [m for m in slack.messages_to(CHANNEL) if "is broken" in text_of(m)] == []
 
@@ -277,7 +277,7 @@ def test_invalid_grant_in_its_variants_is_broken_with_its_reason(
         400,
         {"error": "invalid_grant", "error_description": description},
     )
-    body = text_of(slack_client.replies(slack_client.command("status acme"), 2)[-1])
+    body = text_of(slack_client.replies(slack_client.command("status acme"))[-1])
     assert "Broken" in body and reason in body
     notices = slack.wait_for(
         lambda: [m for m in slack.messages_to(CHANNEL) if "is broken" in text_of(m)]

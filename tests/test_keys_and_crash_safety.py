@@ -122,8 +122,8 @@ def bot_with_key(settings: Settings, slack: Any, key: str) -> Iterator[SlackClie
 
 
 def final_status(client: SlackClient, account: str = "acme") -> str:
-    """`/vcc status`: the first answer says "checking", the second reports the live check."""
-    return text_of(client.replies(client.command(f"status {account}"), 2, timeout=10)[-1])
+    """`/vcc status`: one answer, after the live check."""
+    return text_of(client.replies(client.command(f"status {account}"), timeout=10)[-1])
 
 
 # ---- 1. key rotation --------------------------------------------------------------------

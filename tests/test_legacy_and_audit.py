@@ -86,7 +86,7 @@ def event_kinds(bot) -> list[str]:
 
 
 def status(slack_client, account, count=1, user=ADMIN):
-    """The final `/vcc status` reply (a linked account gets two: checking, then the result)."""
+    """The `/vcc status` reply."""
     return slack_client.replies(slack_client.command(f"status {account}", user=user), count)[-1]
 
 
@@ -353,7 +353,7 @@ def test_relink_offers_the_link_prompt_and_the_flow_makes_it_linked(
     assert all(b["value"] == "acme" for b in found.values())
 
     assert link(slack_client, browser, "acme").status_code == 200
-    final = status(slack_client, "acme", count=2)
+    final = status(slack_client, "acme")
     body = text_of(final)
     assert "*Linked*" in body and salesforce.api_user.username in body
     assert "*Legacy*" not in body and "Relink recommended" not in body
@@ -421,12 +421,12 @@ def test_broken_and_recovered_are_recorded_and_announced_once(
 ):
     assert link(slack_client, browser, "acme").status_code == 200
     salesforce.production.revoke_user_tokens(salesforce.api_user)
-    assert "Broken" in text_of(status(slack_client, "acme", count=2))
+    assert "Broken" in text_of(status(slack_client, "acme"))
     broken = history_lines(history(slack_client))
     assert labels(broken)[0] == "Found broken" and "invalid_grant" in broken[0]
 
     assert link(slack_client, browser, "acme").status_code == 200
-    assert "the link works" in text_of(status(slack_client, "acme", count=2))
+    assert "the link works" in text_of(status(slack_client, "acme"))
     lines = history_lines(history(slack_client))
     assert labels(lines) == [
         "Recovered",

@@ -90,8 +90,8 @@ def notices(slack: Any, words: str) -> list[dict[str, Any]]:
 
 
 def status_text(client: SlackClient, account: str = "acme", timeout: float = 10) -> str:
-    """`/vcc status`: "checking", then the result of the check."""
-    return text_of(client.replies(client.command(f"status {account}"), 2, timeout)[-1])
+    """`/vcc status`: one answer, after the live check."""
+    return text_of(client.replies(client.command(f"status {account}"), 1, timeout)[-1])
 
 
 @pytest.fixture
@@ -225,7 +225,7 @@ def test_concurrent_status_checks_share_one_live_check(
         t.start()
     for t in threads:
         t.join(timeout=30)
-    finals = [text_of(slack_client.replies(url, 2, timeout=15)[-1]) for url in urls]
+    finals = [text_of(slack_client.replies(url, timeout=15)[-1]) for url in urls]
     assert len(finals) == 20
     assert all("the link works" in body for body in finals), finals
     assert len(refreshes(sf)) - before == 1
@@ -269,7 +269,7 @@ def test_two_replicas_asked_at_once_make_one_live_check(
     thread.start()
     thread.join(timeout=30)
     replica.db.dispose()
-    assert "the link works" in text_of(slack_client.replies(url, 2, timeout=15)[-1])
+    assert "the link works" in text_of(slack_client.replies(url, timeout=15)[-1])
     assert len(refreshes(sf)) - before == 1  # B waited for A's result instead of refreshing
     assert results and results[0].health == "healthy"
 

@@ -155,7 +155,7 @@ def test_a_link_survives_a_restart(slack_client, browser, salesforce, bot, slack
     assert link(slack_client, browser, "acme").status_code == 200
     bot.restart()
     url = slack_client.command("status acme")
-    final = slack_client.replies(url, 2)[-1]
+    final = slack_client.replies(url)[-1]
     assert "Linked" in text_of(final)
     assert "the link works" in text_of(final)
 

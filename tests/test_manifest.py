@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+
+from bot.blocks import HELP
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT.parent / "shared" / "slack-manifest-schema" / "manifest.schema.1.0.0.json"
@@ -47,3 +50,21 @@ def test_buttons_reach_slack_events_over_http(manifest):
 def test_the_bot_asks_for_the_scopes_it_uses(manifest):
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"commands", "chat:write", "im:write", "users:read"} <= scopes
+
+
+def test_the_usage_hint_names_every_subcommand_the_help_lists(manifest):
+    # Slack shows the hint while typing /vcc; it must not drift from what /vcc help lists.
+    listed = set(re.findall(r"`/vcc (\w+)", HELP))
+    assert listed >= {"link", "status", "unlink", "history", "help"}
+    hint = manifest["features"]["slash_commands"][0]["usage_hint"]
+    assert set(re.findall(r"\b[a-z]+\b", hint)) == listed
+
+
+def test_the_manifest_declares_nothing_the_bot_does_not_serve(manifest):
+    # The bot handles no events yet, and publishes no Home tab.
+    assert "event_subscriptions" not in manifest["settings"]
+    app_home = manifest["features"]["app_home"]
+    assert app_home["home_tab_enabled"] is False
+    # Its DMs (the login link) are read in the Messages tab; it answers no messages there.
+    assert app_home["messages_tab_enabled"] is True
+    assert app_home["messages_tab_read_only_enabled"] is True

@@ -56,7 +56,7 @@ def test_a_whole_link_status_and_unlink_log_no_secret(
     issued = salesforce.production.live_refresh_tokens(salesforce.api_user)
     issued += salesforce.production.live_access_tokens(salesforce.api_user)
     assert "the link works" in text_of(
-        slack_client.replies(slack_client.command("status acme"), 2)[-1]
+        slack_client.replies(slack_client.command("status acme"))[-1]
     )
     forger = SlackClient(bot, slack, secret="wrong")
     try:

@@ -44,7 +44,7 @@ def click_payload(slack, action_id: str, value: str) -> dict:
         "container": {"type": "message", "channel_id": CHANNEL, "is_ephemeral": True},
         "team": {"id": TEAM, "domain": "acme"},
         "channel": {"id": CHANNEL, "name": "vcc-admins"},
-        "response_url": slack.new_response_url(),
+        "response_url": slack.new_response_url(command=True),
         "actions": [{"action_id": action_id, "value": value, "type": "button", "block_id": "b"}],
     }
 

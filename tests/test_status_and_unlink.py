@@ -30,7 +30,7 @@ def add_legacy(bot, account: str) -> None:
         )
 
 
-def status_replies(slack_client, account: str = "acme", count: int = 2, user: str | None = None):
+def status_replies(slack_client, account: str = "acme", count: int = 1, user: str | None = None):
     kw = {"user": user} if user else {}
     return slack_client.replies(slack_client.command(f"status {account}", **kw), count)
 
@@ -56,15 +56,25 @@ def test_status_shows_legacy_with_relink_recommended(slack_client, bot):
     assert "legacy-api@acme.example" in body
 
 
-def test_status_answers_at_once_then_reports_the_live_check(slack_client, browser, bot, salesforce):
+def test_status_answers_once_with_the_live_check_and_a_check_now_button(
+    slack_client, browser, bot, salesforce, slack
+):
     assert link(slack_client, browser, "acme").status_code == 200
-    first, final = status_replies(slack_client, user=MEMBER)  # anyone may look
-    assert "Checking the link" in text_of(first)
-    assert final["replace_original"] is True
+    url = slack_client.command("status acme", user=MEMBER)  # anyone may look
+    (final,) = slack_client.replies(url)
+    # A slash command's response_url cannot replace its earlier posts: one answer only.
+    assert slack.visible(url) == [final]
     body = text_of(final)
     assert "*Linked*" in body and "vcc-api@acme.example" in body
     assert salesforce.api_user.org_id in body and "Production" in body
     assert "the link works" in body
+    # Check now: a click's response_url may replace the message it was clicked on.
+    salesforce.production.revoke_user_tokens(salesforce.api_user)
+    button = buttons(final)[ids.CHECK_NOW]
+    click = slack_client.click(ids.CHECK_NOW, button["value"], user=MEMBER)
+    (result,) = slack_client.replies(click)
+    assert result["replace_original"] is True and len(slack.visible(click)) == 1
+    assert "Broken" in text_of(result) and "invalid_grant" in text_of(result)
 
 
 def test_a_revoked_token_shows_broken_with_advice_and_one_notice(
@@ -107,7 +117,7 @@ def test_a_slow_salesforce_is_could_not_check_within_seconds(
         pytest.skip("about timing, not storage: once is enough")
     assert link(slack_client, browser, "acme").status_code == 200
     salesforce.production.delay = 30
-    body = text_of(slack_client.replies(slack_client.command("status acme"), 2, timeout=15)[-1])
+    body = text_of(slack_client.replies(slack_client.command("status acme"), timeout=15)[-1])
     assert "did not answer in time" in body
     salesforce.production.delay = 0
 

@@ -39,10 +39,10 @@ from bot.domain import (
     SalesforceDown,
     SalesforceLoginFailed,
 )
-from bot.links.common import MONITOR, Hosts, account_view
+from bot.links.common import MONITOR, Hosts, account_view, hash_secret
 from bot.links.errors import Store, salesforce
 from bot.links.pending import PendingTokens
-from bot.salesforce import UNEXPECTED, Identity, Permissions, SalesforceClient
+from bot.salesforce import CONNECTED_APP_ERRORS, Identity, Permissions, SalesforceClient
 from storage import repository as repo
 from storage.models import VccAccount
 
@@ -57,9 +57,31 @@ WAIT_SECONDS = 6.0
 # Live checks one person may start per window (Salesforce's API limits are the org's).
 RATE_LIMIT = 5
 RATE_WINDOW = timedelta(minutes=1)
-# Errors that say nothing about the link: the connected app is misconfigured, or
-# Salesforce answered in a form it does not document. "Could not check", never "broken".
-_NOT_ABOUT_THE_LINK = {"invalid_client", UNEXPECTED}
+# The refusals that are about the link itself: its grant (revoked, expired, its user
+# inactive or restricted; RFC 6749 section 5.2 "invalid_grant"), its org, a fresh access
+# token refused, or API access taken from the user or org. Any other refusal (the
+# connected app's own errors, rate limits, an answer Salesforce does not document, an API
+# version the org does not serve) says nothing about the link: "could not check".
+_ABOUT_THE_LINK = frozenset(
+    {
+        "invalid_grant",
+        "inactive_user",
+        "inactive_org",
+        "identity_refused",
+        "INVALID_SESSION_ID",
+        "API_DISABLED_FOR_ORG",
+        "API_CURRENTLY_DISABLED",
+    }
+)
+# A connected-app error is told once a day per error: to operators in the log, and to
+# the admins who linked the accounts it stops being checked.
+APP_ALERT_EVERY = timedelta(days=1)
+
+
+def _revoked(refused: SalesforceLoginFailed) -> bool:
+    """invalid_grant "expired access/refresh token": revoked, expired, or evicted."""
+    description = refused.description.lower()
+    return refused.error == "invalid_grant" and ("expired" in description or not description)
 
 
 def transition(before: Health | None, after: Health) -> AuditKind | None:
@@ -135,8 +157,12 @@ class LinkHealth:
         reuse: bool = True,
         wait: bool = True,
         revoked_reason: str | None = None,
+        rated: bool | None = None,
     ) -> HealthCheck:
         """Is the link alive? A recent result is reused; otherwise one live check runs.
+
+        `rated`: a person asked, so the check counts against their limit (by default,
+        a reusing check by anyone but the monitor; the bot's own re-checks never count).
 
         With `wait`, a person waits at most a few seconds; the check goes on regardless.
         `revoked_reason` explains an invalid_grant when the caller knows its cause.
@@ -159,7 +185,7 @@ class LinkHealth:
             actor=actor,
             revoked_reason=revoked_reason,
             scheduled=False,
-            rated=reuse and actor != MONITOR,  # a person asking, not the bot re-checking
+            rated=(reuse and actor != MONITOR) if rated is None else rated,
         )
         try:
             result = await asyncio.wait_for(asyncio.shield(task), self._wait if wait else None)
@@ -253,7 +279,10 @@ class LinkHealth:
         try:
             verdict = await self._live(row, revoked_reason)
         except (SalesforceDown, SalesforceLoginFailed, ForgedResponse, DatabaseDown) as exc:
-            return await self._not_checked(row, exc)
+            result = await self._not_checked(row, exc)
+            if isinstance(exc, SalesforceLoginFailed) and exc.error in CONNECTED_APP_ERRORS:
+                await self._connected_app_refused(row, exc)
+            return result
         if verdict is None:  # relinked or unlinked meanwhile
             return await self._current(row)
         return await self._record(row, verdict, actor=actor)
@@ -272,12 +301,11 @@ class LinkHealth:
             await self._pending.revoke_all(host, forged.tokens)  # not ours to keep
             raise
         except SalesforceLoginFailed as refused:
-            if refused.error in _NOT_ABOUT_THE_LINK:
+            if refused.error not in _ABOUT_THE_LINK:
                 raise
-            reason = messages.broken_reason(refused)
-            if refused.error == "invalid_grant" and revoked_reason:
-                reason = revoked_reason
-            return _Verdict(Health.BROKEN, reason, stored)
+            # The caller's explanation is for a revoked token, not an inactive user's.
+            reason = revoked_reason if revoked_reason and _revoked(refused) else None
+            return _Verdict(Health.BROKEN, reason or messages.broken_reason(refused), stored)
         if grant.refresh_token and grant.refresh_token != token:
             # Rotation is on and the old token is now dead: keep the new one before
             # anything else can fail.
@@ -291,7 +319,7 @@ class LinkHealth:
             identity = await salesforce(partial(self._sf.identity, grant))
             permissions = await salesforce(partial(self._sf.permissions, grant))
         except SalesforceLoginFailed as refused:
-            if refused.error in _NOT_ABOUT_THE_LINK:
+            if refused.error not in _ABOUT_THE_LINK:
                 raise
             return _Verdict(Health.BROKEN, messages.broken_reason(refused), stored)
         verdict, why = judge(row, identity, permissions)
@@ -300,19 +328,59 @@ class LinkHealth:
     async def _not_checked(self, row: VccAccount, error: Exception) -> HealthCheck:
         """Nothing was learnt: release the claim, keep the stored state, say why."""
         assert row.id is not None
-        reason = {
-            SalesforceDown: messages.NOT_REACHED,
-            ForgedResponse: messages.NOT_VERIFIED,
-            DatabaseDown: messages.DATABASE_SLOW,
-            SalesforceLoginFailed: messages.BAD_CLIENT,
-        }[type(error)]
-        if isinstance(error, SalesforceLoginFailed) and error.error == UNEXPECTED:
-            reason = messages.NOT_AS_EXPECTED
+        if isinstance(error, SalesforceLoginFailed):
+            reason = messages.could_not_check(error)
+        else:
+            reason = {
+                SalesforceDown: messages.NOT_REACHED,
+                ForgedResponse: messages.NOT_VERIFIED,
+                DatabaseDown: messages.DATABASE_SLOW,
+            }[type(error)]
         if not isinstance(error, DatabaseDown):
             with suppress(DatabaseDown):  # else the lease runs out by itself
                 await self._store.write(partial(repo.release_check, account_pk=row.id))
         current = await self._current(row)
         return HealthCheck(current.account, Health.UNKNOWN, reason)
+
+    async def _connected_app_refused(self, row: VccAccount, refused: SalesforceLoginFailed) -> None:
+        """Salesforce refused the bot's connected app: every link at this host goes
+        unchecked. Say so once a day per error, across replicas (the "once" is kept in the
+        database): an ERROR line naming the setting to fix, and a DM to each admin who
+        linked an account at this host. Never a notice per link: no link is broken.
+        """
+        host = self._hosts.login_host(row.environment, row.login_host)
+        try:
+            first = await self._store.write(
+                partial(
+                    repo.claim_once,
+                    key_hash=hash_secret(f"connected-app-refused:{refused.error}"),
+                    now=self._now(),
+                    keep_for=APP_ALERT_EVERY,
+                )
+            )
+            accounts = await self._store.read(repo.linked_accounts) if first else []
+        except DatabaseDown:
+            return  # the next check tries again
+        if not first:
+            return
+        log.error(
+            "Salesforce at %s refused the bot's connected app (%s: %s), so no link there can "
+            "be checked; fix it: %s",
+            host,
+            refused.error,
+            refused.description,
+            messages.connected_app_fix(refused),
+        )
+        by_admin: dict[str, list[AccountView]] = {}
+        for account in accounts:
+            if account.linked_by and (
+                self._hosts.login_host(account.environment, account.login_host) == host
+            ):
+                view = account_view(account, team_id=account.team_id, account_id=account.account_id)
+                by_admin.setdefault(account.linked_by, []).append(view)
+        problem = messages.connected_app_problem(refused)
+        for admin, views in by_admin.items():
+            await self._notifier.connected_app_refused(admin, views, problem)
 
     async def _current(self, row: VccAccount) -> HealthCheck:
         fresh = await self._store.read(

@@ -14,6 +14,7 @@ from bot.domain import (
     AccountView,
     AuditEntry,
     AuditKind,
+    DatabaseDown,
     LinkChanged,
     LinkStatus,
     Notifier,
@@ -67,6 +68,22 @@ class LinkService:
             partial(repo.recent_events, team_id=team_id, account_id=account_id, limit=limit)
         )
         return [audit_entry(row) for row in rows]
+
+    async def record_undelivered(self, account: AccountView, kind: str, error: str) -> None:
+        """A notice Slack would not take, kept in the account's audit trail."""
+        record = partial(
+            repo.add_event,
+            team_id=account.team_id,
+            account_id=account.account_id,
+            event=AuditKind.NOTICE_FAILED,
+            actor="slack",
+            now=self._now(),
+            detail=f"{kind} notice to {account.notify_channel or 'no channel'}: {error}",
+        )
+        try:
+            await self._store.write(record)
+        except DatabaseDown:
+            log.warning("could not record an undelivered %s notice", kind)
 
     async def unlink(self, team_id: str, account_id: str, user_id: str) -> AccountView:
         """Revoke at Salesforce, then forget the link and withdraw its login links.

@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import blocks, ids
 from bot.admins import AdminPolicy
 from bot.domain import Environment, LinkError, LoginContext, parse_account_id, parse_my_domain
-from bot.links import LinkService, LoginFlow
+from bot.links import LinkHealth, LinkService, LoginFlow
 from bot.listeners.common import answering, reply, require_admin
 from bot.messages import describe
 from bot.notify import SlackNotifier
@@ -103,14 +103,20 @@ async def choose_custom_domain(
 ) -> None:
     await ack()
     async with answering(respond):
-        _, _, account_id = await _admin_click(body, respond, admins, LINKING)
-        # The modal's submission carries no channel or response_url: keep them with it.
+        team_id, user_id = _who(body)
+        account_id = parse_account_id(_value(body))
+        if admins.known(team_id, user_id) is False:  # refused without a call to Slack
+            await reply(respond, blocks.not_allowed(LINKING))
+            return
+        # A trigger_id expires 3 seconds after the click: open the modal before anything
+        # that may wait on Slack. Its submission checks the admin again in any case.
         metadata = json.dumps(
             {"account": account_id, "channel": _channel(body), "response_url": body["response_url"]}
         )
         await client.views_open(
             trigger_id=body["trigger_id"], view=blocks.custom_domain_modal(account_id, metadata)
         )
+        await require_admin(admins, respond, team_id, user_id, LINKING)
 
 
 async def submit_custom_domain(
@@ -155,6 +161,23 @@ async def relink(
         await reply(respond, blocks.link_prompt(view), replace=True)
 
 
+async def check_now(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond,
+    links: LinkService,
+    health: LinkHealth,
+) -> None:
+    """A new live check, shown in place of the status it was clicked on."""
+    await ack()
+    async with answering(respond):
+        team_id, user_id = _who(body)
+        account_id = parse_account_id(_value(body))
+        check = await health.check(team_id, account_id, actor=user_id, reuse=False, rated=True)
+        history = await links.history(team_id, account_id, limit=3)
+        await reply(respond, blocks.status(check.account, check, history=history), replace=True)
+
+
 async def open_login(ack: AsyncAck) -> None:
     # The button only opens a URL, but Slack still sends the click and wants an ack.
     await ack()
@@ -190,6 +213,7 @@ def register(app: AsyncApp) -> None:
     app.action(ids.LINK_CUSTOM)(choose_custom_domain)
     app.view(ids.CUSTOM_DOMAIN_VIEW)(submit_custom_domain)
     app.action(ids.RELINK)(relink)
+    app.action(ids.CHECK_NOW)(check_now)
     app.action(ids.LOGIN_OPEN)(open_login)
     app.action(ids.UNLINK_CONFIRM)(confirm_unlink)
     app.action(ids.UNLINK_CANCEL)(cancel_unlink)

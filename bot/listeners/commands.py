@@ -60,15 +60,16 @@ async def _status(
     user_id: str,
     account_id: str,
 ) -> None:
+    """One answer, after a bounded check: a slash command's response_url cannot replace
+    what it posted before (only a click's can), so there is no "checking…" to take back."""
     view = await links.account(team_id, account_id)
-    history = await links.history(team_id, account_id, limit=3)
-    if view.status != LinkStatus.LINKED:
+    if view.status == LinkStatus.LINKED:
+        check = await health.check(team_id, account_id, actor=user_id)
+        history = await links.history(team_id, account_id, limit=3)
+        await reply(respond, blocks.status(check.account, check, history=history))
+    else:
+        history = await links.history(team_id, account_id, limit=3)
         await reply(respond, blocks.status(view, history=history))
-        return
-    await reply(respond, blocks.status(view, checking=True, history=history))
-    check = await health.check(team_id, account_id, actor=user_id)
-    history = await links.history(team_id, account_id, limit=3)
-    await reply(respond, blocks.status(check.account, check, history=history), replace=True)
 
 
 def register(app: AsyncApp) -> None:

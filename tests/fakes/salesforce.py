@@ -1,6 +1,46 @@
 """Fake Salesforce login host: OAuth web-server flow with PKCE, identity URL and SOQL query.
 
 One instance stands for one login host (production or sandbox); its URL is also the instance URL.
+
+Contract: what the fake claims Salesforce does, and where that is written down. A test
+that relies on anything else is testing the fake, not the bot.
+
+- Authorize, unknown consumer key: Salesforce's own error page, 400, no redirect to the
+  callback ("error=invalid_client_id&error_description=client identifier invalid").
+  wadewegner/Force.com-Toolkit-for-NET#244, forcedotcom/postman-salesforce-apis#42.
+- Authorize, redirect_uri not the connected app's callback: Salesforce's own page, 400.
+- Authorize, a connected app not installed in the org, for a user without "Approve
+  Uninstalled Connected Apps": Salesforce's own page, OAUTH_APPROVAL_ERROR_GENERIC with
+  invalid_client "app must be installed into org"; never the callback. Salesforce Help
+  "Prepare for Connected App Usage Restrictions Change" (article 005132365, Sept. 2025);
+  docs.movedata.io "Salesforce Connected App usage restrictions".
+- Authorize, an External Client App not installed in the org: OAUTH_EC_APP_NOT_FOUND on
+  Salesforce's own page, after the login. PipedreamHQ/pipedream#21557.
+- Other authorize errors (Deny, ...) come back to the callback as ?error=&state=.
+  Salesforce Help "OAuth 2.0 Authorization Errors" (remoteaccess_oauth_flow_errors).
+- Token endpoint, unknown consumer key: 400 invalid_client_id "client identifier invalid"
+  (omniphx/forrest#184; jsforce/jsforce#762: the connected app was deleted); a wrong
+  consumer secret: 400 invalid_client "invalid client credentials" (restforce#338). No
+  public source shows a request with no client_id at all: kept as invalid_client.
+- Refresh of a revoked, expired or evicted token: invalid_grant "expired access/refresh
+  token" (Salesforce Help "OAuth 2.0 Authorization Errors").
+- Refresh for a deactivated or frozen user: invalid_grant "inactive user" (restforce#303),
+  not a code of its own.
+- Refresh for a user outside its profile's login IP ranges or hours: invalid_grant
+  "IP restricted or invalid login hours" (the same Help page).
+- Five approvals per user and connected app; a sixth silently revokes the oldest.
+- Refresh-token rotation, when on, issues a new refresh token and kills the old one
+  (Salesforce Help "OAuth 2.0 Refresh Token Flow for Renewed Sessions").
+- Revoke: 200, or 400 with invalid_token or unsupported_token_type; which error for which
+  token is not documented, so a test picks one with `revoke_refusal`. Salesforce Mobile
+  SDK Developer Guide "Revoking OAuth Tokens"; Help "Revoke OAuth Tokens Programmatically".
+- REST API versions: only those in `api_versions` are served; any other answers 404
+  NOT_FOUND "The requested resource does not exist" (restforce#160,
+  tprouvot/Salesforce-Inspector-reloaded#744). GET /services/data/ lists them and needs
+  no authentication (REST API Developer Guide, "Versions").
+- SOQL on UserPermissionAccess: only the fields in USER_PERMISSION_ACCESS_FIELDS exist
+  (Salesforce Field Reference "UserPermissionAccess"); any other, or one an org lacks
+  (`unsupported_fields`), answers 400 INVALID_FIELD "No such column 'X' on entity ...".
 """
 
 from __future__ import annotations
@@ -14,7 +54,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from ._server import (
     FakeServer,
@@ -34,9 +74,21 @@ PERMISSION_FIELDS = (
     "PermissionsViewAllData",
     "PermissionsModifyAllData",
 )
+# The UserPermissionAccess fields this fake knows: a few of the Field Reference's, the
+# bot's among them. Salesforce answers INVALID_FIELD for any other.
+USER_PERMISSION_ACCESS_FIELDS = (
+    "Id",
+    "LastCacheUpdate",
+    *PERMISSION_FIELDS,
+    "PermissionsCustomizeApplication",
+    "PermissionsEditEvent",
+    "PermissionsManageUsers",
+    "PermissionsViewSetup",
+)
 MAX_APPROVALS = 5  # refresh tokens per user per connected app
 DEFAULT_SCOPE = "api id refresh_token"
-API_VERSIONS = ("60.0", "61.0", "62.0")
+# The REST API versions an org serves (Winter '24 to Winter '25 here); any other is 404.
+API_VERSIONS = ("59.0", "60.0", "61.0", "62.0")
 _REFRESH_SCOPES = {"refresh_token", "offline_access", "full"}
 _ID_PATH = re.compile(r"/id/(\w+)/(\w+)/?")
 _QUERY_PATH = re.compile(r"/services/data/v(\d+\.\d+)/query/?")
@@ -58,9 +110,16 @@ class SfUser:
     username: str
     permissions: dict[str, bool] = field(default_factory=dict)
     active: bool = True
+    frozen: bool = False  # Setup → Users → Freeze: still active, but cannot log in
+    login_restricted: bool = False  # outside its profile's login IP ranges or hours
+    approve_uninstalled: bool = False  # "Approve Uninstalled Connected Apps"
     user_type: str = "STANDARD"
     display_name: str = ""
     email: str = ""
+
+    @property
+    def can_log_in(self) -> bool:
+        return self.active and not self.frozen
 
 
 @dataclass(eq=False)
@@ -111,6 +170,11 @@ def _html(status: int, title: str, detail: str) -> Reply:
     return text_reply(status, page, "text/html; charset=utf-8")
 
 
+def _error_page(error: str, description: str) -> Reply:
+    """Salesforce's own error page: shown to the browser, never sent to the callback."""
+    return _html(400, error, f"error={error}&error_description={quote(description)}")
+
+
 def _same_id(a: str, b: str) -> bool:
     return a[:15] == b[:15]  # Salesforce accepts 15- and 18-character ids alike
 
@@ -135,7 +199,11 @@ class FakeSalesforce(FakeServer):
         self.authorize_error_description: str | None = None
         self.tamper_signature = False
         self.token_overrides: dict[str, str] = {}  # e.g. {"instance_url": "https://evil"}
-        self.unsupported_fields: set[str] = set()
+        self.unsupported_fields: set[str] = set()  # UserPermissionAccess fields the org lacks
+        self.api_versions: tuple[str, ...] = API_VERSIONS
+        self.app_installed = True  # the connected app is installed in this org
+        self.app_kind = "connected"  # or "external": an External Client App
+        self.revoke_refusal: str | None = None  # e.g. "unsupported_token_type"
         self.rotate_refresh_tokens = False
         self.code_ttl = 900.0  # Salesforce codes expire after 15 minutes
         self.authorize_requests: list[dict[str, str]] = []
@@ -227,11 +295,12 @@ class FakeSalesforce(FakeServer):
         if (m := _QUERY_PATH.fullmatch(path)) and method == "GET":
             return self._query(req, m[1])
         if path.rstrip("/") == "/services/data" and method == "GET":
+            # The Versions resource; no authentication (REST API Developer Guide, "Versions").
             return json_reply(
                 200,
                 [
                     {"label": f"v{v}", "url": f"/services/data/v{v}", "version": v}
-                    for v in API_VERSIONS
+                    for v in self.api_versions
                 ],
             )
         return _rest_error(404, "NOT_FOUND", "The requested resource does not exist")
@@ -239,6 +308,10 @@ class FakeSalesforce(FakeServer):
     # -- OAuth ---------------------------------------------------------------------------------
     def _authorize(self, q: dict[str, str]) -> Reply:
         self.authorize_requests.append(q)
+        # Without a known app there is no callback to trust: Salesforce's own page, 400
+        # (wadewegner/Force.com-Toolkit-for-NET#244, forcedotcom/postman-salesforce-apis#42).
+        if q.get("client_id") != self.client_id:
+            return _error_page("invalid_client_id", "client identifier invalid")
         redirect_uri = q.get("redirect_uri", "")
         if not redirect_uri or self.redirect_uri not in (None, redirect_uri):
             return _html(400, "redirect_uri_mismatch", "redirect_uri must match configuration")
@@ -248,21 +321,31 @@ class FakeSalesforce(FakeServer):
             params = {"error": error, "error_description": description, "state": state}
             return redirect_reply(add_query(redirect_uri, params))
 
-        if q.get("client_id") != self.client_id:
-            return back("invalid_client_id", "client identifier invalid")
         if q.get("response_type") != "code":
             return back("unsupported_response_type", "response type not supported")
         if not q.get("code_challenge"):
             return back("invalid_request", "missing required code challenge")
         if q.get("code_challenge_method") != "S256":
             return back("invalid_request", "invalid code challenge method")
+        if self.login_as is None:
+            return _html(400, "Login failed", "no user to log in")
+        # After the login, an app the org has not installed stops at Salesforce's page:
+        # External Client Apps always (PipedreamHQ/pipedream#21557); connected apps unless
+        # the user may approve uninstalled ones (Help article 005132365, docs.movedata.io).
+        if not self.app_installed and self.app_kind == "external":
+            return _html(400, "OAUTH_EC_APP_NOT_FOUND", "We can't authorize you.")
+        if not self.app_installed and not self.login_as.approve_uninstalled:
+            return _html(
+                400,
+                "OAUTH_APPROVAL_ERROR_GENERIC",
+                "We can't authorize you because of an OAuth error. "
+                "error=invalid_client&error_description=app must be installed into org",
+            )
         if self.authorize_error:
             description = self.authorize_error_description or _AUTHORIZE_ERRORS.get(
                 self.authorize_error, self.authorize_error.replace("_", " ")
             )
             return back(self.authorize_error, description)
-        if self.login_as is None:
-            return _html(400, "Login failed", "no user to log in")
         # Standard base64 with '==' padding, so the code needs URL-encoding like real ones.
         code = "aPrx" + base64.b64encode(secrets.token_bytes(64)).decode()
         self._codes[code] = _Code(
@@ -274,20 +357,27 @@ class FakeSalesforce(FakeServer):
         )
         return redirect_reply(add_query(redirect_uri, {"code": code, "state": state}))
 
-    def _client_ok(self, req: Recorded) -> bool:
+    def _client_refused(self, req: Recorded) -> Reply | None:
+        """None when the client authenticates; else Salesforce's answer, which tells an
+        unknown consumer key from a wrong secret."""
         client_id, secret = req.form.get("client_id"), req.form.get("client_secret")
         auth = req.headers.get("authorization", "")
         if auth[:6].lower() == "basic ":
             try:
                 cid, _, sec = base64.b64decode(auth[6:]).decode().partition(":")
             except ValueError:  # binascii.Error and UnicodeDecodeError both derive from it
-                return False
+                return _oauth_error("invalid_client", "invalid client credentials")
             client_id, secret = unquote(cid), unquote(sec)
-        return client_id == self.client_id and secret == self.client_secret
+        if client_id and client_id != self.client_id:  # omniphx/forrest#184
+            return _oauth_error("invalid_client_id", "client identifier invalid")
+        if client_id != self.client_id or secret != self.client_secret:  # restforce#338
+            return _oauth_error("invalid_client", "invalid client credentials")
+        return None
 
     def _token(self, req: Recorded) -> Reply:
-        if not self._client_ok(req):
-            return _oauth_error("invalid_client", "invalid client credentials")
+        refused = self._client_refused(req)
+        if refused is not None:
+            return refused
         form = req.form
         grant_type = form.get("grant_type")
         if grant_type == "authorization_code":
@@ -299,8 +389,8 @@ class FakeSalesforce(FakeServer):
             verifier = form.get("code_verifier", "")
             if not verifier or pkce_challenge(verifier) != code.challenge:
                 return _oauth_error("invalid_grant", "invalid code verifier")
-            if not code.user.active:
-                return _oauth_error("inactive_user", "user is inactive")
+            if (refused_user := self._user_refused(code.user)) is not None:
+                return refused_user
             grant = None
             if _REFRESH_SCOPES & set(code.scope.split()):
                 grant = _Grant(code.user, code.scope, self._new_refresh_token())
@@ -311,13 +401,21 @@ class FakeSalesforce(FakeServer):
             grant = self._find_grant(form.get("refresh_token", ""))
             if grant is None:
                 return _oauth_error("invalid_grant", "expired access/refresh token")
-            if not grant.user.active:
-                return _oauth_error("inactive_user", "user is inactive")
+            if (refused_user := self._user_refused(grant.user)) is not None:
+                return refused_user
             new_refresh = None
             if self.rotate_refresh_tokens:
                 grant.refresh_token = new_refresh = self._new_refresh_token()
             return self._issue(grant.user, grant, grant.scope, new_refresh)
         return _oauth_error("unsupported_grant_type", "grant type not supported")
+
+    def _user_refused(self, user: SfUser) -> Reply | None:
+        """A user who may not log in now: invalid_grant, the reason in the description."""
+        if not user.can_log_in:  # deactivated or frozen: restforce#303
+            return _oauth_error("invalid_grant", "inactive user")
+        if user.login_restricted:  # Help "OAuth 2.0 Authorization Errors"
+            return _oauth_error("invalid_grant", "IP restricted or invalid login hours")
+        return None
 
     def _approve(self, grant: _Grant) -> None:
         self._grants.append(grant)
@@ -349,6 +447,11 @@ class FakeSalesforce(FakeServer):
         return json_reply(200, body, {"Cache-Control": "no-cache,must-revalidate,max-age=0"})
 
     def _revoke(self, token: str) -> Reply:
+        # 400 invalid_token or unsupported_token_type, for "all error conditions" (Mobile
+        # SDK Developer Guide, "Revoking OAuth Tokens"); which one when is not documented.
+        if self.revoke_refusal:
+            descriptions = {"unsupported_token_type": "Token type not supported"}
+            return _oauth_error(self.revoke_refusal, descriptions.get(self.revoke_refusal, ""))
         grant = self._find_grant(token)
         if grant is not None:
             self._kill(grant)
@@ -375,7 +478,7 @@ class FakeSalesforce(FakeServer):
         if scheme.lower() not in ("bearer", "oauth"):
             token = req.query.get("oauth_token", "")
         access = self._access.get(token.strip())
-        return access if access is not None and access.user.active else None
+        return access if access is not None and access.user.can_log_in else None
 
     # -- identity and data API -----------------------------------------------------------------
     def _identity(self, req: Recorded, org_id: str, user_id: str) -> Reply:
@@ -410,7 +513,7 @@ class FakeSalesforce(FakeServer):
         }
         version = req.query.get("version")
         if version:  # the real endpoint fills the placeholder when asked to
-            version = API_VERSIONS[-1] if version == "latest" else version
+            version = self.api_versions[-1] if version == "latest" else version
             urls = {k: v.replace("{version}", version) for k, v in urls.items()}
         return json_reply(
             200,
@@ -444,6 +547,8 @@ class FakeSalesforce(FakeServer):
         )
 
     def _query(self, req: Recorded, version: str) -> Reply:
+        if version not in self.api_versions:  # restforce#160, Salesforce-Inspector-reloaded#744
+            return _rest_error(404, "NOT_FOUND", "The requested resource does not exist")
         access = self._bearer(req)
         if access is None:
             return _rest_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
@@ -463,10 +568,12 @@ class FakeSalesforce(FakeServer):
                 "reference your WSDL or the describe call for the appropriate names."
             )
             return _rest_error(400, "INVALID_TYPE", located(m.start("obj"), problem))
-        unsupported = {f.lower() for f in self.unsupported_fields}
+        # A field UserPermissionAccess does not have (Field Reference), or one this org
+        # lacks, is INVALID_FIELD, never silently false.
+        known = {f.lower() for f in USER_PERMISSION_ACCESS_FIELDS}
+        known -= {f.lower() for f in self.unsupported_fields}
         for name in fields:
-            lower = name.lower()
-            if lower in unsupported or not (lower.startswith("permissions") or lower == "id"):
+            if name.lower() not in known:
                 problem = (
                     f"No such column '{name}' on entity 'UserPermissionAccess'. If you are "
                     "attempting to use a custom field, be sure to append the '__c' after the "
@@ -482,11 +589,15 @@ class FakeSalesforce(FakeServer):
                 "url": f"/services/data/v{version}/sobjects/UserPermissionAccess/{record_id}",
             }
         }
-        known = {k.lower(): (k, v) for k, v in access.user.permissions.items()}
+        # Columns come back under their API names, whatever case the query used.
+        granted = {k.lower(): bool(v) for k, v in access.user.permissions.items()}
+        api_names = {f.lower(): f for f in USER_PERMISSION_ACCESS_FIELDS}
         for name in fields:
-            if name.lower() == "id":
+            api_name = api_names[name.lower()]
+            if api_name == "Id":
                 record["Id"] = record_id
+            elif api_name == "LastCacheUpdate":
+                record["LastCacheUpdate"] = "2024-01-02T03:04:05.000+0000"
             else:
-                key, value = known.get(name.lower(), (name, False))
-                record[key] = bool(value)
+                record[api_name] = granted.get(name.lower(), False)
         return json_reply(200, {"totalSize": 1, "done": True, "records": [record]})

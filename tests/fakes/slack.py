@@ -1,4 +1,25 @@
-"""Fake Slack Web API (the handful of methods the bot uses) plus response_url endpoints."""
+"""Fake Slack Web API (the handful of methods the bot uses) plus response_url endpoints.
+
+Contract: what this fake claims about Slack, and where Slack says so.
+
+- Every Web API answer is HTTP 200 with `ok` and `error`, except 429 with `Retry-After`
+  when rate-limited (api.slack.com/apis/rate-limits; api.slack.com/web#responses).
+- A `response_url` takes at most 5 posts within 30 minutes (api.slack.com/interactivity/
+  handling#message_responses).
+- A slash command's `response_url` only ever adds messages: `replace_original` and
+  `delete_original` do not apply to the command's invocation, which is no message of the
+  app's (slackapi/bolt-python#1268, slackapi/bolt-js#2287). An interaction's `response_url`
+  may replace or delete the message that holds the clicked component.
+- A `trigger_id` is good for one `views.open` within 3 seconds of the interaction; later
+  it is `expired_trigger_id` (api.slack.com/interactivity/handling#modal_responses,
+  api.slack.com/methods/views.open#errors).
+- A confirmation dialog's `title`, `text`, `confirm` and `deny` are plain_text objects
+  (api.slack.com/reference/block-kit/composition-objects#confirm); anything else is
+  `invalid_blocks`. At most 50 blocks a message and 100 a view.
+- Posting in an archived channel is `is_archived`; in a private channel the bot is not in,
+  `not_in_channel`; in an unknown one, `channel_not_found` (api.slack.com/methods/
+  chat.postMessage#errors).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +33,10 @@ from typing import Any
 from ._server import FakeServer, Recorded, Reply, json_reply, text_reply
 
 MAX_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100
 RESPONSE_URL_USES = 5
+RESPONSE_URL_SECONDS = 30 * 60
+TRIGGER_SECONDS = 3.0
 
 Params = dict[str, Any]
 
@@ -28,7 +52,19 @@ def _err(error: str) -> Params:
     return {"ok": False, "error": error}
 
 
-def _blocks(value: Any) -> tuple[list[Any], str | None]:
+def _confirms(node: Any) -> list[Any]:
+    """Every confirmation dialog in a block tree (an element's `confirm` object; the
+    dialog's own `confirm` field is its button label, not another dialog)."""
+    if isinstance(node, dict):
+        dialog = node.get("confirm") if isinstance(node.get("confirm"), dict) else None
+        found = [dialog] if dialog is not None else []
+        return found + [c for k, v in node.items() if v is not dialog for c in _confirms(v)]
+    if isinstance(node, list):
+        return [c for v in node for c in _confirms(v)]
+    return []
+
+
+def _blocks(value: Any, limit: int = MAX_BLOCKS) -> tuple[list[Any], str | None]:
     """Blocks arrive as a list (JSON body) or a JSON string (form body)."""
     if value is None or value == "":
         return [], None
@@ -39,9 +75,20 @@ def _blocks(value: Any) -> tuple[list[Any], str | None]:
             return [], "invalid_blocks_format"
     if not isinstance(value, list):
         return [], "invalid_blocks_format"
-    if len(value) > MAX_BLOCKS or not all(isinstance(b, dict) and "type" in b for b in value):
+    if len(value) > limit or not all(isinstance(b, dict) and "type" in b for b in value):
         return [], "invalid_blocks"
+    for confirm in _confirms(value):
+        parts = [confirm.get(k) for k in ("title", "text", "confirm", "deny") if k in confirm]
+        if not all(isinstance(p, dict) and p.get("type") == "plain_text" for p in parts):
+            return [], "invalid_blocks"
     return value, None
+
+
+@dataclass
+class _ResponseUrl:
+    command: bool  # a slash command's: posts only add messages
+    created: float
+    posts: list[Any]
 
 
 class FakeSlack(FakeServer):
@@ -68,7 +115,8 @@ class FakeSlack(FakeServer):
         self.views: list[dict[str, Any]] = []
         self.opened_views: list[dict[str, Any]] = []  # modals opened with views.open
         self._ims: dict[str, str] = {}  # sorted comma-joined user ids -> IM/MPIM channel id
-        self._responses: dict[str, list[Any]] = {}
+        self._responses: dict[str, _ResponseUrl] = {}
+        self._triggers: dict[str, float] = {}  # trigger id -> when Slack issued it
         self._ts_seq = 0
         self._methods: dict[str, Callable[[Params], Params]] = {
             "auth.test": self._auth_test,
@@ -129,6 +177,10 @@ class FakeSlack(FakeServer):
     def fail_next(self, method: str, error: str, count: int = 1) -> None:
         self._inject(lambda m: m == method, json_reply(200, _err(error)), count)
 
+    def drop_next(self, method: str, count: int = 1) -> None:
+        """Close the connection without answering, as a network failure would."""
+        self._inject(lambda m: m == method, Reply(0), count)
+
     def calls_to(self, method: str) -> list[Params]:
         with self._lock:
             return [c.params for c in self.calls if c.method == method]
@@ -149,15 +201,40 @@ class FakeSlack(FakeServer):
         with self._lock:
             return next((v["view"] for v in reversed(self.views) if v["user_id"] == user_id), None)
 
-    def new_response_url(self) -> str:
+    def new_response_url(self, *, command: bool = False) -> str:
         rid = secrets.token_urlsafe(12)
         with self._lock:
-            self._responses[rid] = []
+            self._responses[rid] = _ResponseUrl(command, time.monotonic(), [])
         return f"{self.url}/response/{rid}"
 
     def responses(self, response_url: str) -> list[Any]:
+        """Everything posted to a response_url, in order."""
         with self._lock:
-            return list(self._responses.get(response_url.rsplit("/response/", 1)[-1], []))
+            found = self._responses.get(response_url.rsplit("/response/", 1)[-1])
+            return list(found.posts) if found else []
+
+    def visible(self, response_url: str) -> list[Any]:
+        """The messages a person sees from a response_url's posts, after replacements."""
+        with self._lock:
+            found = self._responses.get(response_url.rsplit("/response/", 1)[-1])
+            if found is None:
+                return []
+            shown: list[Any] = []
+            for post in found.posts:
+                if not found.command and post.get("replace_original") and shown:
+                    shown[-1] = post
+                elif not found.command and post.get("delete_original") and shown:
+                    shown.pop()
+                else:
+                    shown.append(post)
+            return shown
+
+    def issue_trigger(self) -> str:
+        """A trigger_id, as Slack sends with an interaction; it lasts 3 seconds."""
+        trigger = f"{int(time.time())}.{secrets.randbelow(10**9)}.{secrets.token_hex(8)}"
+        with self._lock:
+            self._triggers[trigger] = time.monotonic()
+        return trigger
 
     # -- routing -------------------------------------------------------------------------------
     def handle(self, req: Recorded) -> Reply:
@@ -192,15 +269,21 @@ class FakeSlack(FakeServer):
         return json_reply(200, payload)  # Slack answers errors with HTTP 200 too
 
     def _response_url(self, req: Recorded) -> Reply:
-        posts = self._responses.get(req.path.removeprefix("/response/"))
-        if posts is None:
+        found = self._responses.get(req.path.removeprefix("/response/"))
+        if found is None or time.monotonic() - found.created > RESPONSE_URL_SECONDS:
             return text_reply(404, "invalid_url")
-        if len(posts) >= RESPONSE_URL_USES:
+        if len(found.posts) >= RESPONSE_URL_USES:
             return text_reply(404, "used_url")
         try:
-            posts.append(req.json())
+            post = req.json()
         except ValueError:
             return text_reply(400, "invalid_payload")
+        if not isinstance(post, dict):
+            return text_reply(400, "invalid_payload")
+        _, blocks_error = _blocks(post.get("blocks"))
+        if blocks_error:
+            return text_reply(400, blocks_error)
+        found.posts.append(post)
         return text_reply(200, "ok")
 
     # -- Web API methods -----------------------------------------------------------------------
@@ -331,11 +414,14 @@ class FakeSlack(FakeServer):
     def _views_open(self, p: Params) -> Params:
         view = self._view(p)
         trigger_id = str(p.get("trigger_id") or "")
-        if not trigger_id:
+        issued = self._triggers.pop(trigger_id, None)  # good for one views.open
+        if issued is None:
             return _err("invalid_trigger_id")
+        if time.monotonic() - issued > TRIGGER_SECONDS:
+            return _err("expired_trigger_id")
         if not isinstance(view, dict) or view.get("type") != "modal":
             return _err("invalid_arguments")
-        if len(view.get("blocks") or []) > 100:
+        if _blocks(view.get("blocks"), MAX_VIEW_BLOCKS)[1]:
             return _err("invalid_blocks")
         view_id = f"V{len(self.opened_views) + 1:08d}"
         self.opened_views.append({"trigger_id": trigger_id, "view": view, "id": view_id})

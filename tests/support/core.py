@@ -63,6 +63,11 @@ class RecordingNotifier:
     ) -> None:
         self.said.append(("revoked_by_approval", accounts))
 
+    async def connected_app_refused(
+        self, user_id: str, accounts: list[AccountView], problem: str
+    ) -> None:
+        self.said.append(("connected_app_refused", (user_id, accounts, problem)))
+
 
 class Clock:
     """A clock the test moves by hand."""

@@ -34,8 +34,8 @@ def command_fields(
         "text": text,
         "api_app_id": "A0VCC",
         "is_enterprise_install": "false",
-        "response_url": fake.new_response_url(),
-        "trigger_id": "123.456.abc",
+        "response_url": fake.new_response_url(command=True),
+        "trigger_id": fake.issue_trigger(),
     }
 
 
@@ -96,7 +96,7 @@ class SlackClient:
                 "channel_id": channel,
                 "is_ephemeral": True,
             },
-            "trigger_id": "123.456.abc",
+            "trigger_id": self.fake.issue_trigger(),
             "team": {"id": team, "domain": "acme"},
             "enterprise": None,
             "is_enterprise_install": False,
@@ -148,7 +148,7 @@ class SlackClient:
             "user": {"id": user, "username": "someone", "name": "someone", "team_id": team},
             "api_app_id": "A0VCC",
             "token": "verification-token-unused",
-            "trigger_id": "123.456.def",
+            "trigger_id": self.fake.issue_trigger(),
             "view": {
                 **view,
                 "id": "V00000001",

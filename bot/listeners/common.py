@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 
@@ -58,3 +59,7 @@ async def answering(respond: AsyncRespond, account_id: str | None = None) -> Asy
         log.warning("Slack API error while handling a request: %s", error)
         text = f":warning: Slack refused a step ({error}). Nothing changed; try again."
         await reply(respond, blocks.Message(text=text, blocks=[]))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # Slack did not take an answer (a response_url timing out under load): answering
+        # again through the same way would only fail twice.
+        log.warning("could not answer on Slack's response_url: %s", type(exc).__name__)

@@ -1,4 +1,10 @@
-"""In-process HTTP fakes of Salesforce and Slack for tests."""
+"""In-process HTTP fakes of Salesforce and Slack for tests.
+
+Each fake is a claim about the real service: the "Contract" section of slack.py and of
+salesforce.py lists every behaviour it claims and where the real service documents it,
+and tests/test_fakes.py, test_slack_fidelity.py and test_salesforce_fidelity.py hold the
+fakes to it.
+"""
 
 from ._server import FakeServer, Recorded, Reply
 from .salesforce import PERMISSION_FIELDS, FakeSalesforce, SfUser, pkce_challenge, token_signature

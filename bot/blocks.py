@@ -458,7 +458,6 @@ def status(
     view: AccountView,
     check: HealthCheck | None = None,
     *,
-    checking: bool = False,
     history: list[AuditEntry] | None = None,
 ) -> Message:
     account = _account(view.account_id)
@@ -496,9 +495,7 @@ def status(
         )
     blocks += [_section(f"VCC account *{account}* is *Linked*.\n{link_details(view)}")]
     blocks += _warnings(view)
-    if checking:
-        blocks.append(_context(":hourglass_flowing_sand: Checking the link with Salesforce…"))
-    elif check is not None:
+    if check is not None:
         line = _HEALTH_LINE[check.health].format(
             reason=_shown(check.reason or "unknown reason.", _REASON),
             account=_code(view.account_id),
@@ -511,7 +508,7 @@ def status(
         blocks.append(_section(line))
     checked_at = check.checked_at if check is not None else None
     checked_at = checked_at or view.health_checked_at
-    if checked_at and not checking:
+    if checked_at:
         reused = " (a recent check's result: Salesforce was not asked again)"
         suffix = reused if check is not None and check.reused else ""
         blocks.append(_context(f"Last checked {_when(checked_at)}{suffix}"))
@@ -523,15 +520,14 @@ def status(
                 "a minute for a new check."
             )
         )
-    if not checking:
-        # A click's response_url may replace this message with the new result.
-        blocks.append(
-            ActionsBlock(
-                elements=[
-                    ButtonElement(text="Check now", action_id=ids.CHECK_NOW, value=view.account_id)
-                ]
-            )
+    # A click's response_url may replace this message with the new result.
+    blocks.append(
+        ActionsBlock(
+            elements=[
+                ButtonElement(text="Check now", action_id=ids.CHECK_NOW, value=view.account_id)
+            ]
         )
+    )
     blocks += _history(history)
     return _message(f"VCC account {_account(view.account_id)}: Linked", blocks)
 

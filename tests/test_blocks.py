@@ -350,16 +350,15 @@ def test_view_builders_keep_within_slacks_limits(view):
     account_views(),
     st.none() | st.sampled_from(Health),
     st.none() | free_text,
-    st.booleans(),
     st.lists(audit_entries, max_size=3),
 )
-def test_status_keeps_within_slacks_limits(view, health, reason, checking, history):
+def test_status_keeps_within_slacks_limits(view, health, reason, history):
     check = (
         None
         if health is None
         else HealthCheck(view, health, reason, checked_at=at(0), reused=True, limited=True)
     )
-    check_message(blocks.status(view, check, checking=checking, history=history))
+    check_message(blocks.status(view, check, history=history))
 
 
 @settings(no_deadline, max_examples=50)

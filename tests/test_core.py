@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from functools import partial
 
 import pytest
 from sqlmodel import select
@@ -139,20 +138,7 @@ def test_the_sweep_revokes_only_tokens_older_than_the_grace(database_url, sf):
     async def test(core: Core) -> None:
         await core.link(sf)
         token = sf.issued[-1]
-        encrypted = core.db.call(
-            lambda s: repo.get_account(s, team_id=TEAM, account_id="acme").refresh_token_encrypted,
-            write=False,
-        )
-        core.db.call(
-            partial(
-                repo.add_pending_token,
-                login_host=sf.url,
-                token_encrypted=encrypted,
-                team_id=TEAM,
-                account_id="acme",
-                now=core.clock(),
-            )
-        )
+        core.leave_pending(sf)
         assert await core.pending.sweep() == 0  # maybe a link still being completed
         core.clock.advance(PENDING_GRACE.total_seconds() + 1)
         assert await core.pending.sweep() == 1

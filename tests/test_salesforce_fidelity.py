@@ -378,20 +378,7 @@ def pending_rows(core: Core) -> list[PendingToken]:
 async def leave_pending(core: Core, sf: FakeSalesforce) -> None:
     """The account's token left pending, as by a process that died mid-link."""
     await core.link(sf)
-    encrypted = core.db.call(
-        lambda s: repo.get_account(s, team_id=TEAM, account_id="acme").refresh_token_encrypted,
-        write=False,
-    )
-    core.db.call(
-        partial(
-            repo.add_pending_token,
-            login_host=sf.url,
-            token_encrypted=encrypted,
-            team_id=TEAM,
-            account_id="acme",
-            now=core.clock(),
-        )
-    )
+    core.leave_pending(sf)
     core.clock.advance(timedelta(minutes=6).total_seconds())  # past the grace
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +28,7 @@ from bot.domain import (
 )
 from bot.links import BrowserLogin, Callback, Core, LoginFlow, compose
 from bot.salesforce import SalesforceClient
+from storage import repository as repo
 from storage.db import Database, create_db_engine, upgrade
 from tests.fakes import FakeSalesforce
 from tests.support.constants import ADMIN, CHANNEL, CLIENT_ID, CLIENT_SECRET, TEAM
@@ -111,6 +113,24 @@ class CoreUnderTest:
     @property
     def link(self) -> Linker:
         return Linker(self.core.login)
+
+    def leave_pending(self, fake: FakeSalesforce, account: str = "acme") -> None:
+        """The linked account's token recorded as pending again, as a process that died
+        between the exchange and the commit would leave it."""
+        encrypted = self.db.call(
+            lambda s: repo.get_account(s, team_id=TEAM, account_id=account).refresh_token_encrypted,
+            write=False,
+        )
+        self.db.call(
+            partial(
+                repo.add_pending_token,
+                login_host=fake.url,
+                token_encrypted=encrypted,
+                team_id=TEAM,
+                account_id=account,
+                now=self.clock(),
+            )
+        )
 
 
 def authorize(opened: BrowserLogin) -> Callback:

@@ -19,18 +19,17 @@ class AdminPolicy:
     """Slack has no per-command permissions, so every command and click asks here.
 
     users.info answers are cached briefly (a per-process cache only saves calls; a
-    replica without the entry simply asks Slack again).
+    replica without the entry simply asks Slack again). Each request asks with its own
+    workspace's client (`bound`): a user id means nothing in another workspace.
     """
 
     def __init__(
         self,
-        client: AsyncWebClient,
         allowed_users: frozenset[str],
         *,
         ttl: float = ADMIN_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
         self._allowed = allowed_users
         self._ttl = ttl
         self._clock = clock
@@ -43,7 +42,10 @@ class AdminPolicy:
         cached = self._cache.get((team_id, user_id))
         return cached[1] if cached and cached[0] > self._clock() else None
 
-    async def is_admin(self, team_id: str, user_id: str) -> bool:
+    def bound(self, client: AsyncWebClient) -> BoundAdminPolicy:
+        return BoundAdminPolicy(self, client)
+
+    async def is_admin(self, client: AsyncWebClient, team_id: str, user_id: str) -> bool:
         if user_id in self._allowed:
             return True
         key = (team_id, user_id)
@@ -52,10 +54,24 @@ class AdminPolicy:
         if cached and cached[0] > now:
             return cached[1]
         try:
-            response = await self._client.users_info(user=user_id)
+            response = await client.users_info(user=user_id)
         except SlackApiError as exc:
             raise AdminCheckFailed(str(exc.response.get("error", "unknown_error"))) from None
         user = response.get("user") or {}
         allowed = bool(user.get("is_admin") or user.get("is_owner")) and not user.get("deleted")
         self._cache[key] = (now + self._ttl, allowed)
         return allowed
+
+
+class BoundAdminPolicy:
+    """The policy as one request sees it: asking with that request's workspace client."""
+
+    def __init__(self, policy: AdminPolicy, client: AsyncWebClient) -> None:
+        self._policy = policy
+        self._client = client
+
+    def known(self, team_id: str, user_id: str) -> bool | None:
+        return self._policy.known(team_id, user_id)
+
+    async def is_admin(self, team_id: str, user_id: str) -> bool:
+        return await self._policy.is_admin(self._client, team_id, user_id)

@@ -571,6 +571,53 @@ def broken_notice(view: AccountView) -> Message:
     )
 
 
+_GROUP_LINES = 10  # accounts per section of a grouped notice
+_GROUP_MOST = 40  # accounts named in one grouped notice; the rest are counted
+
+
+def _grouped(lines: list[str], total: int) -> list[SectionBlock]:
+    named = lines[:_GROUP_MOST]
+    sections = [
+        _section("\n".join(named[i : i + _GROUP_LINES])) for i in range(0, len(named), _GROUP_LINES)
+    ]
+    if total > len(named):
+        sections.append(_section(f"… and {total - len(named)} more."))
+    return sections
+
+
+def broken_group_notice(views: list[AccountView]) -> Message:
+    """Many links found broken at once (a mass revocation): one message for the channel."""
+    if len(views) == 1:
+        return broken_notice(views[0])
+    head = (
+        f":red_circle: *The Salesforce links of {len(views)} VCC accounts are broken.* VCC "
+        "cannot look up records or log calls for them until an admin relinks each with "
+        "`/vcc link ACCOUNT`."
+    )
+    lines = [
+        f"• *{_account(v.account_id)}* (API user {_shown(v.sf_username or '?')}): "
+        f"{_shown(v.health_reason or 'unknown reason', 200)}"
+        for v in views
+    ]
+    return _message(
+        f"The Salesforce links of {len(views)} VCC accounts are broken",
+        [_section(head), *_grouped(lines, len(views))],
+    )
+
+
+def recovered_group_notice(views: list[AccountView]) -> Message:
+    if len(views) == 1:
+        return recovered_notice(views[0])
+    head = f":large_green_circle: *The Salesforce links of {len(views)} VCC accounts work again.*"
+    lines = [
+        f"• *{_account(v.account_id)}* (API user {_shown(v.sf_username or '?')})" for v in views
+    ]
+    return _message(
+        f"The Salesforce links of {len(views)} VCC accounts recovered",
+        [_section(head), *_grouped(lines, len(views))],
+    )
+
+
 # ---- /vcc unlink ---------------------------------------------------------------------
 
 

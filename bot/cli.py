@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
+import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,6 +15,8 @@ from pathlib import Path
 import httpx2
 import uvicorn
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     async_default_handlers,
@@ -23,7 +27,7 @@ from starlette.applications import Starlette
 from bot.admins import AdminPolicy
 from bot.config import DatabaseSettings, Settings, SettingsError, load, load_settings
 from bot.crypto import TokenCipher, generate_key
-from bot.domain import Environment
+from bot.domain import AccountView, Environment, LinkError, parse_account_id
 from bot.links import Background, Core, LinkHealth, LinkService, LoginFlow, compose
 from bot.logs import EscapingFormatter
 from bot.maintenance import (
@@ -33,10 +37,20 @@ from bot.maintenance import (
     import_legacy,
     rotate_keys,
 )
+from bot.messages import describe
 from bot.monitor import HealthMonitor
 from bot.notify import SlackNotifier
 from bot.salesforce import SalesforceClient
 from bot.slack_app import BotIdentity, Services, create_app
+from bot.slack_install import (
+    BOT_SCOPES,
+    ROTATE_MINUTES_BEFORE,
+    DatabaseStateStore,
+    EncryptedInstallationStore,
+    Installed,
+    OneWorkspace,
+    SlackClients,
+)
 from bot.web import create_web_app
 from storage.db import Database, create_db_engine, upgrade
 from storage.models import utcnow
@@ -54,6 +68,8 @@ class Runtime:
     monitor: HealthMonitor
     bolt: AsyncApp
     web: Starlette
+    installations: EncryptedInstallationStore | None = None
+    notifier: SlackNotifier | None = None
 
     @property
     def links(self) -> LinkService:
@@ -73,7 +89,9 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Finish what is under way (bounded), then close the shared Salesforce client."""
-        await self.core.aclose()
+        await self.core.aclose(within=self.settings.shutdown_timeout)
+        if self.notifier is not None:
+            await self.notifier.aclose(within=self.settings.shutdown_timeout)
         await self.salesforce.aclose()
 
 
@@ -90,23 +108,34 @@ def build(
     engine = create_db_engine(settings.database_url, timeout=settings.database_timeout)
     upgrade(engine)
     db = Database(engine)
+    # slack_sdk's defaults retry connection errors; add waiting out 429s to them.
+    retry_handlers = [*async_default_handlers(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
+    token = settings.slack_bot_token
     slack_client = AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(),
+        token=token.get_secret_value() if token is not None else None,
         base_url=settings.slack_api_url,
-        # slack_sdk's defaults retry connection errors; add waiting out 429s to them.
-        retry_handlers=[
-            *async_default_handlers(),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-        ],
+        retry_handlers=retry_handlers,
     )
     cipher = TokenCipher(settings.encryption_keys)
+    installations, oauth_settings = None, None
+    clients: SlackClients = OneWorkspace(slack_client)
+    if settings.many_workspaces:
+        installations, oauth_settings = _slack_install(settings, db, cipher)
+        assert settings.slack_client_id and settings.slack_client_secret
+        clients = Installed(
+            store=installations,
+            client_id=settings.slack_client_id,
+            client_secret=settings.slack_client_secret.get_secret_value(),
+            base_url=settings.slack_api_url,
+            retry_handlers=retry_handlers,
+        )
     salesforce = SalesforceClient(
         client_id=settings.salesforce_client_id,
         client_secret=settings.salesforce_client_secret.get_secret_value(),
         redirect_uri=settings.salesforce_callback_url,
         transport=salesforce_transport,
     )
-    notifier = SlackNotifier(slack_client)
+    notifier = SlackNotifier(clients)
     core = compose(
         db=db,
         cipher=cipher,
@@ -121,18 +150,20 @@ def build(
         reuse_for=timedelta(seconds=settings.vcc_check_reuse),
         clock=utcnow,
     )
-    identity = BotIdentity(slack_client)
+    identity = None if settings.many_workspaces else BotIdentity(slack_client)
     notifier.record_undelivered = core.links.record_undelivered
     bolt = create_app(
         client=slack_client,
         identity=identity,
+        oauth_settings=oauth_settings,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         services=Services(
             links=core.links,
             login=core.login,
             health=core.health,
             notifier=notifier,
-            admins=AdminPolicy(slack_client, settings.vcc_admin_users),
+            admins=AdminPolicy(settings.vcc_admin_users),
+            installations=installations,
         ),
     )
     monitor = HealthMonitor(
@@ -150,12 +181,14 @@ def build(
         monitor=monitor,
         bolt=bolt,
         web=Starlette(),
+        installations=installations,
+        notifier=notifier,
     )
     runtime.web = create_web_app(
         login=core.login,
         public_url=settings.public_url,
         ready=lambda: ready(db, identity),
-        startup=identity.keep_loading,
+        startup=identity.keep_loading if identity is not None else None,
         bolt=None if socket_mode else bolt,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         cookie_secure=settings.cookie_secure,
@@ -165,9 +198,50 @@ def build(
     return runtime
 
 
-async def ready(db: Database, identity: BotIdentity) -> bool:
-    """Serving: the database answers and the bot knows who it is in Slack."""
-    return identity.ready and await db.ready()
+def _slack_install(
+    settings: Settings, db: Database, cipher: TokenCipher
+) -> tuple[EncryptedInstallationStore, AsyncOAuthSettings]:
+    """Many workspaces: bolt's OAuth install flow over stores in the bot's database."""
+    assert settings.slack_client_id and settings.slack_client_secret
+    installations = EncryptedInstallationStore(
+        client_id=settings.slack_client_id,
+        engine=db.engine,
+        write_engine=db.write_engine,
+        cipher=cipher,
+    )
+    oauth_settings = AsyncOAuthSettings(
+        client_id=settings.slack_client_id,
+        client_secret=settings.slack_client_secret.get_secret_value(),
+        scopes=list(BOT_SCOPES),
+        user_scopes=[],
+        installation_store=installations,
+        installation_store_bot_only=True,
+        state_store=DatabaseStateStore(engine=db.write_engine),
+        redirect_uri=settings.slack_redirect_url,
+        install_path="/slack/install",
+        # The install link goes straight to Slack's approval page (no page of ours between).
+        install_page_rendering_enabled=False,
+        redirect_uri_path="/slack/oauth_redirect",
+        authorization_url=settings.slack_authorize_url,
+        token_rotation_expiration_minutes=ROTATE_MINUTES_BEFORE,
+    )
+    # bolt's authorize rotates expiring tokens with a client of its own, on slack.com:
+    # give it one on SLACK_API_URL, like every other call the bot makes.
+    oauth_settings.authorize = AsyncInstallationStoreAuthorize(
+        logger=logging.getLogger("vcc.bolt"),
+        client_id=settings.slack_client_id,
+        client_secret=settings.slack_client_secret.get_secret_value(),
+        token_rotation_expiration_minutes=ROTATE_MINUTES_BEFORE,
+        installation_store=installations,
+        bot_only=True,
+        client=AsyncWebClient(base_url=settings.slack_api_url),
+    )
+    return installations, oauth_settings
+
+
+async def ready(db: Database, identity: BotIdentity | None) -> bool:
+    """Serving: the database answers and (one workspace) the bot knows who it is in Slack."""
+    return (identity is None or identity.ready) and await db.ready()
 
 
 def configure_logging(level: str) -> None:
@@ -197,6 +271,8 @@ def uvicorn_config(runtime: Runtime) -> uvicorn.Config:
         access_log=False,  # bot.web.AccessLog logs requests without query strings
         log_config=None,
         server_header=False,
+        # SIGTERM: stop accepting, let requests in flight (callbacks) finish within bounds.
+        timeout_graceful_shutdown=runtime.settings.shutdown_timeout,
     )
 
 
@@ -224,6 +300,14 @@ def serve(socket_mode: bool) -> int:
         settings.port,
         settings.public_url,
     )
+    # What build() made lives as long as the process: keep it out of the collector's
+    # full passes, which otherwise stall the event loop for 100 ms and more.
+    gc.freeze()
+    # uvicorn handles SIGTERM and SIGINT while it serves, then raises the signal again
+    # under the handlers it found: with Python's defaults the process would die of it
+    # (exit -15) after a clean shutdown. Handlers that do nothing let serve() return 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         if socket_mode:
             asyncio.run(_serve_socket_mode(runtime))
@@ -310,6 +394,15 @@ def rotate_key_command() -> int:
     finally:
         runtime.db.dispose()
     print(f"Re-encrypted {report.rotated} token(s) with the first key of VCC_ENCRYPTION_KEY.")
+    if runtime.installations is not None:
+        rotated, lost = runtime.installations.rotate_keys(runtime.cipher)
+        print(f"Re-encrypted the Slack tokens of {rotated} installation record(s).")
+        if lost:
+            print(
+                "No key decrypts the Slack token of "
+                + ", ".join(lost)
+                + ": install the app there again (its /slack/install page).",
+            )
     if report.undecryptable:
         print(
             "No key decrypts the token of "
@@ -317,6 +410,75 @@ def rotate_key_command() -> int:
             + ": marked broken; relink them.",
         )
     print("Keys after the first can be removed once every replica runs with the new order.")
+    return 0
+
+
+def _account_line(view: AccountView) -> str:
+    health = f"{view.health}" + (f" ({view.health_reason})" if view.health_reason else "")
+    return "  ".join(
+        [
+            view.team_id,
+            view.account_id,
+            view.status.value,
+            view.environment.value if view.environment else "-",
+            view.org_id or "-",
+            view.sf_username or "-",
+            health if view.status != "unlinked" else "-",
+            view.notify_channel or "-",
+        ]
+    )
+
+
+def accounts_command(team: str | None) -> int:
+    """List the accounts of a workspace (all, without --team), and which workspaces have
+    the app installed (many workspaces only)."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    runtime = build(settings)
+
+    async def listing() -> list[AccountView]:
+        try:
+            return await runtime.links.accounts(team)
+        finally:
+            await runtime.aclose()
+
+    try:
+        views = asyncio.run(listing())
+        installed = runtime.installations.installed_teams() if runtime.installations else None
+    finally:
+        runtime.db.dispose()
+    print("team  account  status  environment  org  API user  health  channel")
+    for view in views:
+        print(_account_line(view))
+    if not views:
+        print(f"(no VCC accounts{' in ' + team if team else ''})")
+    if installed is not None:
+        teams = [i["team_id"] or f"{i['enterprise_id']} (org-wide)" for i in installed]
+        print("installed in: " + (", ".join(teams) if teams else "no workspace"))
+    return 0
+
+
+def unlink_command(team: str, account: str) -> int:
+    """An operator's unlink: revoked at Salesforce, recorded, announced like an admin's."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    runtime = build(settings)
+
+    async def unlink() -> AccountView:
+        try:
+            return await runtime.links.unlink(team, parse_account_id(account), "operator")
+        finally:
+            await runtime.aclose()
+
+    try:
+        view = asyncio.run(unlink())
+    except LinkError as exc:
+        title, detail = describe(exc)
+        print(f"{title}: {detail}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.db.dispose()
+    print(f"Unlinked VCC account {view.account_id} of team {view.team_id}.")
     return 0
 
 
@@ -345,6 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     audit_cmd.add_argument("--account", help="only this VCC account id")
     audit_cmd.add_argument("--format", choices=["csv", "json"], default="csv")
     sub.add_parser("rotate-key", help="re-encrypt every stored token with the first key")
+    accounts_cmd = sub.add_parser("accounts", help="list VCC accounts and their links")
+    accounts_cmd.add_argument("--team", help="only this Slack workspace (team id)")
+    unlink_cmd = sub.add_parser(
+        "unlink", help="unlink a workspace's VCC account (revokes its Salesforce token)"
+    )
+    unlink_cmd.add_argument("--team", required=True, help="the Slack workspace (team id)")
+    unlink_cmd.add_argument("account", help="the VCC account id")
     args = parser.parse_args(argv)
     try:
         if args.command == "keygen":
@@ -358,6 +527,10 @@ def main(argv: list[str] | None = None) -> int:
             return audit_command(args.account, args.format)
         if args.command == "rotate-key":
             return rotate_key_command()
+        if args.command == "accounts":
+            return accounts_command(args.team)
+        if args.command == "unlink":
+            return unlink_command(args.team, args.account)
         return serve(args.socket_mode)
     except SettingsError as exc:
         print(exc, file=sys.stderr)

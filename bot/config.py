@@ -7,7 +7,14 @@ from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.urls import transport_ok
@@ -61,7 +68,12 @@ class DatabaseSettings(BaseSettings):
 
 
 class Settings(DatabaseSettings):
-    slack_bot_token: SecretStr
+    # One workspace: its bot token. Many: the app's client id and secret, and Slack's
+    # OAuth install (GET /slack/install) stores each workspace's token in the database.
+    # (Declared after the client's id and secret: its validator reads them.)
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    slack_bot_token: SecretStr | None = Field(default=None, validate_default=True)
     slack_signing_secret: SecretStr
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
@@ -77,11 +89,33 @@ class Settings(DatabaseSettings):
     vcc_health_interval: int = Field(default=3600, ge=1)
     # /vcc status reuses a live check younger than this (each check costs API calls).
     vcc_check_reuse: int = Field(default=30, ge=0, le=3600)
+    # On SIGTERM: seconds to finish the requests in flight, then as long again for the
+    # work they started (token custody, checks) before the process exits.
+    shutdown_timeout: int = Field(default=10, ge=1, le=120)
+
+    @field_validator("slack_client_id", "slack_client_secret")
+    @classmethod
+    def _blank_is_unset(cls, v: SecretStr | str | None) -> SecretStr | str | None:
+        value = v.get_secret_value() if isinstance(v, SecretStr) else v
+        return v if value and value.strip() else None
 
     @field_validator("slack_bot_token")
     @classmethod
-    def _bot_token(cls, v: SecretStr) -> SecretStr:
-        value = v.get_secret_value()
+    def _bot_token(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        value = v.get_secret_value() if v is not None else ""
+        oauth = [info.data.get("slack_client_id"), info.data.get("slack_client_secret")]
+        if value and any(oauth):
+            raise ValueError(
+                "set either SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and "
+                "SLACK_CLIENT_SECRET (installs into many workspaces), not both"
+            )
+        if not value:
+            if all(oauth):
+                return None
+            raise ValueError(
+                "missing (or, to install into many workspaces, set both SLACK_CLIENT_ID "
+                "and SLACK_CLIENT_SECRET)"
+            )
         if not value.startswith("xoxb-") or not SLACK_TOKEN.fullmatch(value):
             raise ValueError("must be a bot token (xoxb-…) from the app's OAuth & Permissions page")
         return v
@@ -141,6 +175,24 @@ class Settings(DatabaseSettings):
         return users
 
     @property
+    def many_workspaces(self) -> bool:
+        return self.slack_bot_token is None
+
+    @property
+    def slack_install_url(self) -> str:
+        return f"{self.public_url}/slack/install"
+
+    @property
+    def slack_redirect_url(self) -> str:
+        return f"{self.public_url}/slack/oauth_redirect"
+
+    @property
+    def slack_authorize_url(self) -> str:
+        # https://slack.com/api/ → https://slack.com/oauth/v2/authorize (and the same for a
+        # stand-in of Slack on another host).
+        return self.slack_api_url.removesuffix("/").removesuffix("/api") + "/oauth/v2/authorize"
+
+    @property
     def encryption_keys(self) -> list[str]:
         return self.vcc_encryption_key.get_secret_value().split(",")
 
@@ -165,6 +217,15 @@ class SocketModeSettings(Settings):
             raise ValueError("must not be empty: socket mode needs an xapp- token")
         return v
 
+    @model_validator(mode="after")
+    def _one_workspace(self) -> SocketModeSettings:
+        if self.many_workspaces:
+            raise ValueError(
+                "SLACK_BOT_TOKEN: socket mode serves one workspace; installs into many "
+                "workspaces (SLACK_CLIENT_ID) need the HTTP endpoint"
+            )
+        return self
+
 
 S = TypeVar("S", bound=DatabaseSettings)
 
@@ -181,10 +242,12 @@ def load(model: type[S], **overrides: object) -> S:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = str(err["loc"][0]).upper() if err["loc"] else "SETTINGS"
-            if err["type"] == "missing":
-                problems.append(f"{name}: missing")
-            else:
-                message = err["msg"].removeprefix("Value error, ")
-                problems.append(f"{name}: {message}")
+            message = err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a rule across settings names them itself
+                problems.append(message)
+                continue
+            name = str(err["loc"][0]).upper()
+            problems.append(
+                f"{name}: missing" if err["type"] == "missing" else f"{name}: {message}"
+            )
         raise SettingsError(problems) from None

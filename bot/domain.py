@@ -189,6 +189,7 @@ class LoginContext:
     environment: Environment
     channel_id: str
     login_host: str | None = None  # a custom domain's https URL; else the environment's host
+    enterprise_id: str | None = None  # Enterprise Grid: whose installation posts for it
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ class AccountView:
     team_id: str
     account_id: str
     status: LinkStatus
+    enterprise_id: str | None = None
     environment: Environment | None = None
     org_id: str | None = None
     sf_user_id: str | None = None

@@ -13,6 +13,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -20,6 +21,7 @@ from bot import listeners
 from bot.admins import AdminPolicy
 from bot.links import LinkHealth, LinkService, LoginFlow
 from bot.notify import SlackNotifier
+from bot.slack_install import EncryptedInstallationStore
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ class Services:
     health: LinkHealth
     notifier: SlackNotifier
     admins: AdminPolicy
+    # Many workspaces only: where each workspace's installation is kept.
+    installations: EncryptedInstallationStore | None = None
 
 
 class BotIdentity:
@@ -93,20 +97,27 @@ def create_app(
     client: AsyncWebClient,
     signing_secret: str,
     services: Services,
-    identity: BotIdentity,
+    identity: BotIdentity | None = None,
+    oauth_settings: AsyncOAuthSettings | None = None,
 ) -> AsyncApp:
+    """One workspace (`identity`, from SLACK_BOT_TOKEN) or many (`oauth_settings`: Slack's
+    OAuth install, each request authorized from its workspace's stored installation)."""
     bolt_logger = logging.getLogger("vcc.bolt")
     if not bolt_logger.filters:
         bolt_logger.addFilter(_SkipTokenFromEnvironmentWarning())
 
-    async def authorize() -> AuthorizeResult:
-        # A plain function: bolt passes arguments by the names in its signature.
-        return await identity.authorize()
+    authorize = None
+    if identity is not None:
+
+        async def authorize() -> AuthorizeResult:  # type: ignore[misc]
+            # A plain function: bolt passes arguments by the names in its signature.
+            return await identity.authorize()
 
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
         authorize=authorize,
+        oauth_settings=oauth_settings,
         # Ack first, work after: listeners keep running once Slack has its answer.
         process_before_response=False,
         # bot.web checks the signature on the raw body before anything else, then hands
@@ -119,6 +130,8 @@ def create_app(
         # Context keys become listener arguments: handlers simply declare `links`.
         for name, service in vars(services).items():
             context[name] = service
+        # Admin checks ask with this request's own workspace client.
+        context["admins"] = services.admins.bound(context.client)
         return await next()
 
     app.middleware(inject_services)

@@ -114,6 +114,20 @@ class _ViewSubmission(_Shape):
     view: _View
 
 
+class _Event(_Shape):
+    type: Literal["app_uninstalled", "tokens_revoked"]
+    tokens: dict[str, list[str]] | None = None
+
+
+class _EventCallback(_Shape):
+    """The events this app subscribes to (manifest.yml); bolt reads the envelope's ids."""
+
+    type: Literal["event_callback"]
+    team_id: str = Field(max_length=32)
+    api_app_id: str = Field(max_length=32)
+    event: _Event
+
+
 class _Command(_Shape):
     command: Literal["/vcc"]
     team_id: Id
@@ -154,8 +168,12 @@ def normalise(body: bytes, content_type: str) -> str:
             data = json.loads(text)
         except ValueError:
             raise MalformedRequest("not JSON") from None
-        if not isinstance(data, dict) or data.get("type") != "url_verification":
-            raise MalformedRequest("not an event this app subscribes to")
+        if isinstance(data, dict) and data.get("type") == "url_verification":
+            return text
+        try:
+            _EventCallback.model_validate(data)
+        except ValidationError:
+            raise MalformedRequest("not an event this app subscribes to") from None
         return text
     fields = parse_qsl(text, keep_blank_values=True)
     form = dict(fields)

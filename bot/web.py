@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from slack_bolt import BoltResponse
 from slack_bolt.adapter.starlette.async_handler import to_starlette_response
 from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
@@ -141,6 +142,14 @@ def slack_signature_ok(verifier: SignatureVerifier, request: Request, body: byte
     return verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
 
 
+def bolt_get(request: Request) -> AsyncBoltRequest:
+    return AsyncBoltRequest(
+        body="",
+        query=request.url.query,
+        headers=request.headers,  # type: ignore[arg-type]
+    )
+
+
 def create_web_app(
     *,
     login: LoginFlow,
@@ -259,6 +268,37 @@ def create_web_app(
     ]
     if bolt is not None:
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+    oauth = bolt.oauth_flow if bolt is not None else None
+    if oauth is not None:
+        # Many workspaces: Slack's OAuth install, run by bolt's own flow. Its state lives
+        # in the database, so an install started through one replica ends through any.
+
+        async def slack_install(request: Request) -> Response:
+            return oauth_response(await oauth.handle_installation(bolt_get(request)))
+
+        async def slack_oauth_redirect(request: Request) -> Response:
+            return oauth_response(await oauth.handle_callback(bolt_get(request)))
+
+        def oauth_response(answer: BoltResponse) -> Response:
+            headers = [
+                (name, value)
+                for name, values in answer.headers.items()
+                for value in values
+                if name.lower() not in ("content-length", "set-cookie")
+            ]
+            for cookie in answer.headers.get("set-cookie", []):
+                # slack_sdk marks its state cookie Secure; on a loopback http PUBLIC_URL
+                # (development) a browser would then never send it back.
+                headers.append(
+                    ("set-cookie", cookie if cookie_secure else cookie.replace("; Secure", ""))
+                )
+            response = Response(content=answer.body, status_code=answer.status)
+            response.headers.update({"Cache-Control": "no-store"})
+            response.raw_headers.extend((k.encode(), v.encode()) for k, v in headers)
+            return response
+
+        routes.append(Route(oauth.install_path, slack_install, methods=["GET"]))
+        routes.append(Route(oauth.redirect_uri_path, slack_oauth_redirect, methods=["GET"]))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

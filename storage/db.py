@@ -115,6 +115,11 @@ class Database:
         self.engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
 
+    @property
+    def write_engine(self) -> Engine:
+        """The engine for code that runs its own statements (slack_sdk's stores) and writes."""
+        return self._writer
+
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Session]:
         bind = self._writer if write else self.engine

@@ -103,6 +103,8 @@ class VccAccount(LinkFields, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     team_id: str = Field(max_length=32)
+    # Enterprise Grid: the org whose installation (maybe org-wide) posts for this workspace.
+    enterprise_id: str | None = Field(default=None, max_length=32)
     account_id: str = Field(max_length=64)
     status: str = Field(default=LinkStatus.UNLINKED, max_length=16)
     api_user_slot: int | None = Field(default=None)
@@ -183,6 +185,7 @@ class LoginAttempt(SQLModel, table=True):
     browser_hash: str | None = Field(default=None, max_length=64)
     code_verifier_encrypted: str | None = Field(default=None, sa_column=Column(Text))
     team_id: str = Field(max_length=32)
+    enterprise_id: str | None = Field(default=None, max_length=32)
     slack_user_id: str = Field(max_length=32)
     account_id: str = Field(max_length=64)
     environment: str = Field(max_length=16)

@@ -126,11 +126,13 @@ def create_login_attempt(
     now: datetime,
     expires_at: datetime,
     login_host: str | None = None,
+    enterprise_id: str | None = None,
 ) -> LoginAttempt:
     session.exec(delete(LoginAttempt).where(col(LoginAttempt.expires_at) < now - ATTEMPT_RETENTION))
     attempt = LoginAttempt(
         link_hash=link_hash,
         team_id=team_id,
+        enterprise_id=enterprise_id,
         slack_user_id=slack_user_id,
         account_id=account_id,
         environment=environment,
@@ -266,6 +268,28 @@ def withdraw_login_attempts(
     return int(result.rowcount)
 
 
+def withdraw_workspace_attempts(
+    session: Session, *, team_id: str | None, enterprise_id: str | None, now: datetime
+) -> int:
+    """The app left a workspace (or, with no team, an org-wide install left its org): its
+    outstanding login links stop working. A second call finds none left."""
+    if team_id is not None:
+        scope = col(LoginAttempt.team_id) == team_id
+    else:
+        scope = col(LoginAttempt.enterprise_id) == enterprise_id
+    result = session.exec(
+        update(LoginAttempt)
+        .where(
+            scope,
+            col(LoginAttempt.consumed_at).is_(None),
+            col(LoginAttempt.withdrawn_at).is_(None),
+            col(LoginAttempt.expires_at) > now,
+        )
+        .values(withdrawn_at=now)
+    )
+    return int(result.rowcount)
+
+
 # ---- links -----------------------------------------------------------------------------
 
 
@@ -316,7 +340,13 @@ def _free_slot(
 
 
 def save_link(
-    session: Session, *, team_id: str, account_id: str, link: LinkRecord, now: datetime
+    session: Session,
+    *,
+    team_id: str,
+    account_id: str,
+    link: LinkRecord,
+    now: datetime,
+    enterprise_id: str | None = None,
 ) -> SavedLink:
     """Record a completed link in one of the API user's five slots.
 
@@ -356,6 +386,7 @@ def save_link(
     account.sqlmodel_update(
         link,
         update={
+            "enterprise_id": enterprise_id,
             "api_user_slot": slot,
             "status": LinkStatus.LINKED,
             "linked_at": now,
@@ -550,6 +581,14 @@ def all_events(session: Session, *, account_id: str | None = None) -> list[Audit
 # ---- health checks: one at a time per account, across replicas ---------------------------
 
 
+def workspace_accounts(session: Session, *, team_id: str | None = None) -> list[VccAccount]:
+    """Every account of one workspace (or of all), for operators."""
+    query = select(VccAccount).order_by(col(VccAccount.team_id), col(VccAccount.account_id))
+    if team_id is not None:
+        query = query.where(VccAccount.team_id == team_id)
+    return list(session.exec(query))
+
+
 def linked_accounts(session: Session) -> list[VccAccount]:
     """Every Linked account, of every workspace."""
     return list(
@@ -561,7 +600,14 @@ def linked_accounts(session: Session) -> list[VccAccount]:
     )
 
 
-def due_for_check(session: Session, *, now: datetime, limit: int) -> list[VccAccount]:
+def due_for_check(
+    session: Session, *, now: datetime, limit: int, after_id: int = 0
+) -> list[VccAccount]:
+    """Linked accounts due for a check, by id, after `after_id`.
+
+    A monitor pass pages by id (keyset): a page never repeats a row an earlier page held,
+    whether its claim was won, lost, or not yet taken by a check still under way.
+    """
     return list(
         session.exec(
             select(VccAccount)
@@ -571,11 +617,27 @@ def due_for_check(session: Session, *, now: datetime, limit: int) -> list[VccAcc
                     col(VccAccount.next_check_at).is_(None),
                     col(VccAccount.next_check_at) <= now,
                 ),
+                col(VccAccount.id) > after_id,
             )
-            .order_by(col(VccAccount.next_check_at), col(VccAccount.id))
+            .order_by(col(VccAccount.id))
             .limit(limit)
         ).all()
     )
+
+
+def hasten_checks(session: Session, *, org_id: str, now: datetime) -> int:
+    """Make the org's other healthy links due now (the monitor's next tick checks them)."""
+    result = session.exec(
+        update(VccAccount)
+        .where(
+            col(VccAccount.org_id) == org_id,
+            col(VccAccount.status) == LinkStatus.LINKED,
+            col(VccAccount.health) != Health.BROKEN,
+            col(VccAccount.next_check_at) > now,
+        )
+        .values(next_check_at=now)
+    )
+    return int(result.rowcount)
 
 
 def claim_check(

@@ -8,15 +8,12 @@ What the fixtures build (and the tests import) lives in tests/support/.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from bot.config import Settings, load_settings
 from tests.fakes import FakeSalesforce, FakeSlack
@@ -34,6 +31,7 @@ from tests.support import (
     SlackClient,
     free_port,
 )
+from tests.support.database import fresh_postgres
 
 # ---- databases -------------------------------------------------------------------------
 
@@ -54,18 +52,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'vcc.db'}"
         return
-    base = TEST_DATABASE_URL
-    assert base, "the postgresql parameter exists only when TEST_DATABASE_URL is set"
-    name = f"vcc_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    assert TEST_DATABASE_URL, "the postgresql parameter exists only when TEST_DATABASE_URL is set"
+    with fresh_postgres(TEST_DATABASE_URL) as url:
+        yield url
 
 
 # ---- fakes ----------------------------------------------------------------------------

@@ -319,6 +319,8 @@ BUILDERS_TESTED = {
     "channel_unreachable",
     "help_message",
     "connected_app_refused_dm",
+    "broken_group_notice",
+    "recovered_group_notice",
 }
 
 
@@ -343,6 +345,25 @@ def test_view_builders_keep_within_slacks_limits(view):
     check_message(blocks.unlinked_result(view))
     check_message(blocks.nothing_changed(view.account_id))
     check_message(blocks.unlinked_notice(view, by_user="U0123ABCDEF"))
+
+
+@settings(no_deadline, max_examples=30)
+@given(st.lists(account_views(LinkStatus.LINKED), min_size=1, max_size=120))
+def test_grouped_notices_keep_within_slacks_limits_and_count_every_account(views):
+    for builder in (blocks.broken_group_notice, blocks.recovered_group_notice):
+        posted = check_message(builder(views))
+        if len(views) > 1:
+            assert f"{len(views)} VCC accounts" in posted["text"]
+            named = [line for line in lines_of(posted) if line.startswith("• ")]
+            assert len(named) == min(len(views), 40)
+            if len(views) > 40:
+                assert f"… and {len(views) - 40} more." in text_of(posted)
+
+
+def test_a_group_of_one_is_the_single_notice():
+    view = linked_view(health_reason="invalid_grant")
+    assert blocks.broken_group_notice([view]) == blocks.broken_notice(view)
+    assert blocks.recovered_group_notice([view]) == blocks.recovered_notice(view)
 
 
 @no_deadline

@@ -22,14 +22,13 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import SecretStr
-from sqlalchemy import Engine, create_engine, func, select, update
+from sqlalchemy import Engine, create_engine, update
 
 from bot.config import Settings
 from bot.messages import UNDECRYPTABLE
-from storage.models import PendingToken, VccAccount, utcnow
+from storage.models import PendingToken, utcnow
 from tests.support import (
     CHANNEL,
-    TEAM,
     SlackClient,
     bot_with,
     link,
@@ -38,6 +37,7 @@ from tests.support import (
     text_of,
     wait_until,
 )
+from tests.support.database import account_row, pending_count
 
 VCC_BOT = Path(sys.executable).parent / "vcc-bot"
 # How long the fake Salesforce holds every request while a link is being interrupted: the
@@ -88,19 +88,6 @@ def db(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
-
-
-def account_row(db: Engine, account: str = "acme") -> Any:
-    table = VccAccount.__table__
-    with db.connect() as conn:
-        return conn.execute(
-            select(table).where(table.c.team_id == TEAM, table.c.account_id == account)
-        ).one_or_none()
-
-
-def pending_count(db: Engine) -> int:
-    with db.connect() as conn:
-        return conn.execute(select(func.count()).select_from(PendingToken.__table__)).scalar_one()
 
 
 def broken_notices(slack: Any) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from bot.blocks import HELP
+from bot.slack_install import BOT_SCOPES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT.parent / "shared" / "slack-manifest-schema" / "manifest.schema.1.0.0.json"
@@ -50,6 +51,13 @@ def test_buttons_reach_slack_events_over_http(manifest):
 def test_the_bot_asks_for_the_scopes_it_uses(manifest):
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"commands", "chat:write", "im:write", "users:read"} <= scopes
+    # Slack's install flow asks for what the bot names; the manifest must grant the same.
+    assert scopes == set(BOT_SCOPES)
+
+
+def test_installs_return_to_the_bots_oauth_redirect(manifest):
+    (redirect,) = manifest["oauth_config"]["redirect_urls"]
+    assert redirect.endswith("/slack/oauth_redirect")
 
 
 def test_the_usage_hint_names_every_subcommand_the_help_lists(manifest):
@@ -61,8 +69,10 @@ def test_the_usage_hint_names_every_subcommand_the_help_lists(manifest):
 
 
 def test_the_manifest_declares_nothing_the_bot_does_not_serve(manifest):
-    # The bot handles no events yet, and publishes no Home tab.
-    assert "event_subscriptions" not in manifest["settings"]
+    # The only events are those that tell the bot it left a workspace; no Home tab yet.
+    events = manifest["settings"]["event_subscriptions"]
+    assert events["request_url"].endswith("/slack/events")
+    assert set(events["bot_events"]) == {"app_uninstalled", "tokens_revoked"}
     app_home = manifest["features"]["app_home"]
     assert app_home["home_tab_enabled"] is False
     # Its DMs (the login link) are read in the Messages tab; it answers no messages there.

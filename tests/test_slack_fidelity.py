@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from bot import ids
 from storage.models import AuditEvent
-from tests.support import ADMIN, CHANNEL, link, text_of
+from tests.support import ADMIN, CHANNEL, link, text_of, wait_until
 
 # ---- row 1: a slash command's response_url only adds messages --------------------------
 
@@ -52,8 +52,9 @@ def test_a_broken_notice_in_an_archived_channel_goes_to_the_admin_and_the_audit_
     assert "acme" in text_of(dms[0])
     fix = [m for m in slack.dms_to(ADMIN) if "could not post" in text_of(m)]
     assert fix and "is_archived" in text_of(fix[-1])
-    failed = audit(bot, "notice_failed")
-    assert failed and "broken notice" in failed[-1].detail and "is_archived" in failed[-1].detail
+    # Health notices go out a moment after the check (grouped per channel): wait for it.
+    failed = wait_until(lambda: audit(bot, "notice_failed"), 10, "the undelivered notice recorded")
+    assert "broken notice" in failed[-1].detail and "is_archived" in failed[-1].detail
 
 
 def test_an_unlinked_notice_in_a_channel_the_bot_left_goes_to_the_admin(

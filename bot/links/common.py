@@ -40,6 +40,7 @@ def account_view(
         return AccountView(team_id=team_id, account_id=account_id, status=LinkStatus.UNLINKED)
     return AccountView(
         team_id=row.team_id,
+        enterprise_id=row.enterprise_id,
         account_id=row.account_id,
         status=LinkStatus(row.status),
         environment=Environment(row.environment) if row.environment else None,

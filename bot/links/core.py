@@ -31,9 +31,9 @@ class Core:
     links: LinkService
     background: Background
 
-    async def aclose(self) -> None:
+    async def aclose(self, within: float = 10.0) -> None:
         """Finish what is under way (bounded), so no refresh is cut midway."""
-        await self.background.aclose(within=10)
+        await self.background.aclose(within=within)
         await self.health.idle()
 
 

@@ -371,15 +371,17 @@ class LinkHealth:
             refused.description,
             messages.connected_app_fix(refused),
         )
-        by_admin: dict[str, list[AccountView]] = {}
+        # Per workspace: an admin hears only of their own workspace's accounts (a Grid user
+        # id is the same in every workspace of the org).
+        by_admin: dict[tuple[str, str], list[AccountView]] = {}
         for account in accounts:
             if account.linked_by and (
                 self._hosts.login_host(account.environment, account.login_host) == host
             ):
                 view = account_view(account, team_id=account.team_id, account_id=account.account_id)
-                by_admin.setdefault(account.linked_by, []).append(view)
+                by_admin.setdefault((account.team_id, account.linked_by), []).append(view)
         problem = messages.connected_app_problem(refused)
-        for admin, views in by_admin.items():
+        for (_, admin), views in by_admin.items():
             await self._notifier.connected_app_refused(admin, views, problem)
 
     async def _current(self, row: VccAccount) -> HealthCheck:
@@ -442,11 +444,26 @@ class LinkHealth:
             return await self._current(row)  # the result is about a token no link holds
         view = account_view(recorded.account, team_id=team_id, account_id=account_id)
         change = transition(recorded.before, verdict.health)
+        if change == AuditKind.BROKEN and row.org_id:
+            await self._hasten(row.org_id, now)
         if change == AuditKind.BROKEN:
             await self._notifier.broken(view)
         elif change == AuditKind.RECOVERED:
             await self._notifier.recovered(view)
         return HealthCheck(view, verdict.health, verdict.reason, now)
+
+    async def _hasten(self, org_id: str, now: datetime) -> None:
+        """What broke one link (a revoked connected app, a sandbox refresh) often broke
+        its org's others: make them due now rather than over the next interval, so a mass
+        revocation is found in one pass and told in one message per channel.
+
+        A transaction of its own, after the result is recorded: inside it, two checks of
+        the same org would each hold their row and wait for the other's (a deadlock).
+        """
+        try:
+            await self._store.write(partial(repo.hasten_checks, org_id=org_id, now=now))
+        except DatabaseDown:
+            log.warning("could not bring the checks of org %s forward", org_id)
 
     # -- after a link, and for operators -------------------------------------------------
 

@@ -94,6 +94,7 @@ def _context(attempt: LoginAttempt) -> LoginContext:
         environment=Environment(attempt.environment),
         channel_id=attempt.channel_id,
         login_host=attempt.login_host,
+        enterprise_id=attempt.enterprise_id,
     )
 
 
@@ -170,6 +171,7 @@ class LoginFlow:
                 session,
                 link_hash=hash_secret(link_token),
                 team_id=ctx.team_id,
+                enterprise_id=ctx.enterprise_id,
                 slack_user_id=ctx.user_id,
                 account_id=ctx.account_id,
                 environment=ctx.environment.value,
@@ -349,7 +351,12 @@ class LoginFlow:
         def save(session: Session) -> _Saved:
             repo.require_not_withdrawn(session, attempt_id=attempt_id)
             link = repo.save_link(
-                session, team_id=ctx.team_id, account_id=ctx.account_id, link=record, now=now
+                session,
+                team_id=ctx.team_id,
+                enterprise_id=ctx.enterprise_id,
+                account_id=ctx.account_id,
+                link=record,
+                now=now,
             )
             replaced = None
             if link.replaced_token is not None:

@@ -85,6 +85,36 @@ class LinkService:
         except DatabaseDown:
             log.warning("could not record an undelivered %s notice", kind)
 
+    async def workspace_left(
+        self, team_id: str | None, enterprise_id: str | None, by: str = "slack"
+    ) -> int:
+        """The app was uninstalled (or its bot token revoked): outstanding login links of
+        the workspace (of the org, for an org-wide install) stop working. Links stay, so
+        the contact centre keeps working; notices wait for the app to be installed again
+        (the notifier finds no token). Returns how many login links were withdrawn."""
+        now = self._now()
+        withdrawn = await self._store.write(
+            partial(
+                repo.withdraw_workspace_attempts,
+                team_id=team_id,
+                enterprise_id=enterprise_id,
+                now=now,
+            )
+        )
+        log.info(
+            "app left %s %s (%s): %d login link(s) withdrawn; links kept, notices paused",
+            "team" if team_id else "enterprise",
+            team_id or enterprise_id,
+            by,
+            withdrawn,
+        )
+        return withdrawn
+
+    async def accounts(self, team_id: str | None = None) -> list[AccountView]:
+        """Every account of a workspace (all workspaces without one): for operators."""
+        rows = await self._store.read(partial(repo.workspace_accounts, team_id=team_id))
+        return [account_view(r, team_id=r.team_id, account_id=r.account_id) for r in rows]
+
     async def unlink(self, team_id: str, account_id: str, user_id: str) -> AccountView:
         """Revoke at Salesforce, then forget the link and withdraw its login links.
 

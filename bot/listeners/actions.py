@@ -9,12 +9,13 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, ids
-from bot.admins import AdminPolicy
+from bot.admins import BoundAdminPolicy
 from bot.domain import Environment, LinkError, LoginContext, parse_account_id, parse_my_domain
 from bot.links import LinkHealth, LinkService, LoginFlow
 from bot.listeners.common import answering, reply, require_admin
@@ -38,7 +39,7 @@ def _value(body: dict[str, Any]) -> str:
 
 
 async def _admin_click(
-    body: dict[str, Any], respond: AsyncRespond, admins: AdminPolicy, action: str
+    body: dict[str, Any], respond: AsyncRespond, admins: BoundAdminPolicy, action: str
 ) -> tuple[str, str, str]:
     """Who clicked, in which workspace, on which account, once they are known to be admin."""
     team_id, user_id = _who(body)
@@ -84,13 +85,21 @@ async def choose_environment(
     respond: AsyncRespond,
     login: LoginFlow,
     notifier: SlackNotifier,
-    admins: AdminPolicy,
+    admins: BoundAdminPolicy,
+    context: AsyncBoltContext,
 ) -> None:
     await ack()
     async with answering(respond):
         team_id, user_id, account_id = await _admin_click(body, respond, admins, LINKING)
         environment = Environment(ids.LINK_ENVIRONMENTS[action["action_id"]])
-        ctx = LoginContext(team_id, user_id, account_id, environment, _channel(body))
+        ctx = LoginContext(
+            team_id,
+            user_id,
+            account_id,
+            environment,
+            _channel(body),
+            enterprise_id=context.enterprise_id,
+        )
         await _send_login(respond, login, notifier, ctx, _click_key(body, ctx))
 
 
@@ -99,7 +108,7 @@ async def choose_custom_domain(
     body: dict[str, Any],
     respond: AsyncRespond,
     client: AsyncWebClient,
-    admins: AdminPolicy,
+    admins: BoundAdminPolicy,
 ) -> None:
     await ack()
     async with answering(respond):
@@ -125,7 +134,8 @@ async def submit_custom_domain(
     view: dict[str, Any],
     login: LoginFlow,
     notifier: SlackNotifier,
-    admins: AdminPolicy,
+    admins: BoundAdminPolicy,
+    context: AsyncBoltContext,
 ) -> None:
     value = view["state"]["values"][ids.MY_DOMAIN_BLOCK][ids.MY_DOMAIN_INPUT]["value"] or ""
     try:
@@ -142,7 +152,13 @@ async def submit_custom_domain(
         account_id = parse_account_id(meta["account"])
         await require_admin(admins, respond, team_id, user_id, LINKING)
         ctx = LoginContext(
-            team_id, user_id, account_id, Environment.CUSTOM, meta["channel"], login_host
+            team_id,
+            user_id,
+            account_id,
+            Environment.CUSTOM,
+            meta["channel"],
+            login_host,
+            enterprise_id=context.enterprise_id,
         )
         await _send_login(respond, login, notifier, ctx, _click_key(body, ctx))
 
@@ -152,7 +168,7 @@ async def relink(
     body: dict[str, Any],
     respond: AsyncRespond,
     links: LinkService,
-    admins: AdminPolicy,
+    admins: BoundAdminPolicy,
 ) -> None:
     await ack()
     async with answering(respond):
@@ -188,7 +204,7 @@ async def confirm_unlink(
     body: dict[str, Any],
     respond: AsyncRespond,
     links: LinkService,
-    admins: AdminPolicy,
+    admins: BoundAdminPolicy,
 ) -> None:
     await ack()
     async with answering(respond, _value(body)):
@@ -199,7 +215,7 @@ async def confirm_unlink(
 
 
 async def cancel_unlink(
-    ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, admins: AdminPolicy
+    ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, admins: BoundAdminPolicy
 ) -> None:
     await ack()
     async with answering(respond):

@@ -9,7 +9,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot import blocks
-from bot.admins import AdminPolicy
+from bot.admins import BoundAdminPolicy
 from bot.domain import LinkStatus, NotLinked, parse_account_id
 from bot.links import LinkHealth, LinkService
 from bot.listeners.common import answering, reply, require_admin
@@ -21,7 +21,7 @@ async def vcc(
     respond: AsyncRespond,
     links: LinkService,
     health: LinkHealth,
-    admins: AdminPolicy,
+    admins: BoundAdminPolicy,
 ) -> None:
     await ack()
     words = (command.get("text") or "").split()

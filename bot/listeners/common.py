@@ -11,7 +11,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
-from bot.admins import AdminCheckFailed, AdminPolicy
+from bot.admins import AdminCheckFailed, BoundAdminPolicy
 from bot.domain import LinkError
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ async def reply(respond: AsyncRespond, message: blocks.Message, *, replace: bool
 
 
 async def require_admin(
-    admins: AdminPolicy, respond: AsyncRespond, team_id: str, user_id: str, action: str
+    admins: BoundAdminPolicy, respond: AsyncRespond, team_id: str, user_id: str, action: str
 ) -> None:
     try:
         allowed = await admins.is_admin(team_id, user_id)

@@ -6,7 +6,8 @@ Run from a checkout, with its venv:
         [--signed-mb 64] [--json FILE]
 
 `vcc-bot serve` runs as a child process against the loopback fakes of tests/fakes (started
-as tests/benchmarks/ack_load.py starts them). Two rounds of parallel POSTs to /slack/events,
+as tests/benchmarks/harness.py starts them; `python -m tests.benchmarks` runs the unsigned
+round as its memory figure). Two rounds of parallel POSTs to /slack/events,
 their bodies streamed from generators so that this client never holds them:
 
 - unsigned, with a Content-Length: the bot should refuse them before reading any body;
@@ -27,7 +28,6 @@ import hmac
 import json
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,17 +37,7 @@ from typing import Any
 
 import httpx
 
-from tests.benchmarks.ack_load import (
-    BOT_TOKEN,
-    CLIENT_ID,
-    CLIENT_SECRET,
-    SECRET,
-    TEAM,
-    bot_env,
-    free_port,
-    serve_bot,
-)
-from tests.fakes import FakeSalesforce, FakeSlack
+from tests.benchmarks.harness import SECRET, Fakes, Sampler, memory_kb, reset_hwm, serve_bot
 
 CHUNK = b"a" * (1 << 20)  # one MiB, yielded over and over
 MB = 1 << 20
@@ -64,45 +54,6 @@ class Round:
     rss_idle_mb: float
     rss_peak_mb: float  # sampled every 10 ms
     hwm_mb: float | None  # the kernel's peak since the round began; None if not resettable
-
-
-def memory_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def reset_hwm(pid: int) -> bool:
-    """Reset VmHWM, so that it reports this round's peak rather than the process's."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-class Sampler:
-    """The highest VmRSS of a process, sampled in a thread until stopped."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak_kb = memory_kb(pid, "VmRSS")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            with contextlib.suppress(OSError, KeyError):
-                self.peak_kb = max(self.peak_kb, memory_kb(self.pid, "VmRSS"))
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 class Body:
@@ -169,30 +120,21 @@ def flood(name: str, pid: int, url: str, parallel: int, mb: int, *, signed: bool
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vcc-flood-")))
-        port = free_port()
-        bot_url = f"http://127.0.0.1:{port}"
-        slack = stack.enter_context(FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM))
-        callback = f"{bot_url}/salesforce/callback"
-        prod, sandbox = (
-            stack.enter_context(
-                FakeSalesforce(CLIENT_ID, CLIENT_SECRET, redirect_uri=callback, name=name)
-            )
-            for name in ("production", "sandbox")
-        )
-        bot = serve_bot(stack, bot_env(slack, prod, sandbox, bot_url, port, tmp), tmp, bot_url)
+        fakes = Fakes().start(stack)
+        bot = serve_bot(stack, fakes, tmp)
         rounds = [
             flood(
                 "unsigned, Content-Length",
                 bot.pid,
-                bot_url,
+                bot.url,
                 args.parallel,
                 args.unsigned_mb,
                 signed=False,
             ),
-            flood("signed, chunked", bot.pid, bot_url, args.parallel, args.signed_mb, signed=True),
+            flood("signed, chunked", bot.pid, bot.url, args.parallel, args.signed_mb, signed=True),
         ]
         with httpx.Client(timeout=10) as http:
-            healthy = http.get(f"{bot_url}/healthz").status_code == 200
+            healthy = http.get(f"{bot.url}/healthz").status_code == 200
     return {"rounds": [asdict(r) for r in rounds], "healthy_after": healthy}
 
 

@@ -2,13 +2,14 @@
 
 Each fake is a claim about the real service: the "Contract" section of slack.py and of
 salesforce.py lists every behaviour it claims and where the real service documents it,
-and tests/test_fakes.py, test_slack_fidelity.py and test_salesforce_fidelity.py hold the
+and tests/test_fakes.py, test_fake_slack_oauth.py, test_slack_fidelity.py and
+test_salesforce_fidelity.py hold the
 fakes to it.
 """
 
 from ._server import FakeServer, Recorded, Reply
 from .salesforce import PERMISSION_FIELDS, FakeSalesforce, SfUser, pkce_challenge, token_signature
-from .slack import ApiCall, FakeSlack
+from .slack import ApiCall, FakeSlack, Workspace
 
 __all__ = [
     "PERMISSION_FIELDS",
@@ -19,6 +20,7 @@ __all__ = [
     "Recorded",
     "Reply",
     "SfUser",
+    "Workspace",
     "pkce_challenge",
     "token_signature",
 ]

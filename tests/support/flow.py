@@ -10,7 +10,7 @@ import httpx
 
 from bot import ids
 from tests.fakes import FakeSlack
-from tests.support.constants import ADMIN, CHANNEL, TEAM
+from tests.support.constants import ADMIN, CHANNEL
 from tests.support.messages import buttons
 from tests.support.slack_client import SlackClient
 
@@ -28,7 +28,7 @@ def start_link(
     *,
     environment: str = "production",
     user: str = ADMIN,
-    team: str = TEAM,
+    team: str | None = None,
     channel: str = CHANNEL,
 ) -> LoginStart:
     """`/vcc link`, click the environment, read the login link from the DM."""

@@ -19,10 +19,19 @@ from tests.support.running import RunningBot
 
 
 def command_fields(
-    fake: FakeSlack, text: str, *, user: str = ADMIN, channel: str = CHANNEL, team: str = TEAM
+    fake: FakeSlack,
+    text: str,
+    *,
+    user: str = ADMIN,
+    channel: str = CHANNEL,
+    team: str = TEAM,
+    enterprise: str | None = None,
+    org_wide: bool = False,
 ) -> dict[str, str]:
     """What Slack sends for `/vcc <text>` (form fields over HTTP, JSON in Socket Mode)."""
+    grid = {"enterprise_id": enterprise, "enterprise_name": "Org"} if enterprise else {}
     return {
+        **grid,
         "token": "verification-token-unused",
         "team_id": team,
         "team_domain": "acme",
@@ -33,7 +42,7 @@ def command_fields(
         "command": "/vcc",
         "text": text,
         "api_app_id": "A0VCC",
-        "is_enterprise_install": "false",
+        "is_enterprise_install": "true" if org_wide else "false",
         "response_url": fake.new_response_url(command=True),
         "trigger_id": fake.issue_trigger(),
     }
@@ -47,6 +56,10 @@ class SlackClient:
     fake: FakeSlack
     secret: str = SIGNING_SECRET
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    # The workspace this client speaks for: its team, and its Enterprise Grid org if any.
+    team: str = TEAM
+    enterprise: str | None = None
+    org_wide: bool = False
     _messages: int = 0  # gives each clicked message its own ts
 
     def post(self, body: str, *, timestamp: int | None = None, sign: bool = True) -> httpx.Response:
@@ -60,10 +73,18 @@ class SlackClient:
         return self.http.post(f"{self.bot.url}/slack/events", content=body, headers=headers)
 
     def command(
-        self, text: str, *, user: str = ADMIN, channel: str = CHANNEL, team: str = TEAM
+        self, text: str, *, user: str = ADMIN, channel: str = CHANNEL, team: str | None = None
     ) -> str:
         """Run `/vcc <text>`; returns the response_url the bot answers on."""
-        fields = command_fields(self.fake, text, user=user, channel=channel, team=team)
+        fields = command_fields(
+            self.fake,
+            text,
+            user=user,
+            channel=channel,
+            team=team or self.team,
+            enterprise=self.enterprise,
+            org_wide=self.org_wide,
+        )
         response = self.post(urlencode(fields))
         assert response.status_code == 200, response.text
         return fields["response_url"]
@@ -75,7 +96,7 @@ class SlackClient:
         *,
         user: str = ADMIN,
         channel: str = CHANNEL,
-        team: str = TEAM,
+        team: str | None = None,
         message_ts: str | None = None,
     ) -> tuple[str, str]:
         """The form body Slack posts for a button click, and its response_url.
@@ -83,6 +104,7 @@ class SlackClient:
         Each click is on a message of its own (its own ts), as in Slack, where every
         prompt the bot posts is a new message.
         """
+        team = team or self.team
         response_url = self.fake.new_response_url()
         self._messages += 1
         payload = {
@@ -98,8 +120,8 @@ class SlackClient:
             },
             "trigger_id": self.fake.issue_trigger(),
             "team": {"id": team, "domain": "acme"},
-            "enterprise": None,
-            "is_enterprise_install": False,
+            "enterprise": {"id": self.enterprise, "name": "Org"} if self.enterprise else None,
+            "is_enterprise_install": self.org_wide,
             "channel": {"id": channel, "name": "vcc-admins"},
             "state": {"values": {}},
             "response_url": response_url,
@@ -123,7 +145,7 @@ class SlackClient:
         *,
         user: str = ADMIN,
         channel: str = CHANNEL,
-        team: str = TEAM,
+        team: str | None = None,
     ) -> str:
         """Click a button on an ephemeral message; returns its response_url."""
         body, response_url = self.click_body(
@@ -168,6 +190,19 @@ class SlackClient:
             "is_enterprise_install": False,
         }
         return self.post(urlencode({"payload": json.dumps(payload)}))
+
+    def event(self, envelope: dict[str, Any]) -> httpx.Response:
+        """Deliver an Events API body (JSON), signed, as Slack does."""
+        body = json.dumps(envelope)
+        ts = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": SignatureVerifier(self.secret).generate_signature(
+                timestamp=ts, body=body
+            ),
+        }
+        return self.http.post(f"{self.bot.url}/slack/events", content=body, headers=headers)
 
     def replies(self, response_url: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
         """Wait until the bot has posted `count` replies to response_url; returns them all."""

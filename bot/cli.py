@@ -41,7 +41,7 @@ from bot.messages import describe
 from bot.monitor import HealthMonitor
 from bot.notify import SlackNotifier
 from bot.salesforce import SalesforceClient
-from bot.slack_app import BotIdentity, Services, create_app
+from bot.slack_app import BotIdentity, Services, SlackHttp, create_app
 from bot.slack_install import (
     BOT_SCOPES,
     ROTATE_MINUTES_BEFORE,
@@ -70,6 +70,7 @@ class Runtime:
     web: Starlette
     installations: EncryptedInstallationStore | None = None
     notifier: SlackNotifier | None = None
+    http: SlackHttp | None = None
 
     @property
     def links(self) -> LinkService:
@@ -92,6 +93,8 @@ class Runtime:
         await self.core.aclose(within=self.settings.shutdown_timeout)
         if self.notifier is not None:
             await self.notifier.aclose(within=self.settings.shutdown_timeout)
+        if self.http is not None:
+            await self.http.aclose()
         await self.salesforce.aclose()
 
 
@@ -117,6 +120,7 @@ def build(
         retry_handlers=retry_handlers,
     )
     cipher = TokenCipher(settings.encryption_keys)
+    http = SlackHttp()
     installations, oauth_settings = None, None
     clients: SlackClients = OneWorkspace(slack_client)
     if settings.many_workspaces:
@@ -128,6 +132,7 @@ def build(
             client_secret=settings.slack_client_secret.get_secret_value(),
             base_url=settings.slack_api_url,
             retry_handlers=retry_handlers,
+            session=lambda: http.session,
         )
     salesforce = SalesforceClient(
         client_id=settings.salesforce_client_id,
@@ -164,6 +169,7 @@ def build(
             notifier=notifier,
             admins=AdminPolicy(settings.vcc_admin_users),
             installations=installations,
+            http=http,
         ),
     )
     monitor = HealthMonitor(
@@ -183,6 +189,7 @@ def build(
         web=Starlette(),
         installations=installations,
         notifier=notifier,
+        http=http,
     )
     runtime.web = create_web_app(
         login=core.login,
@@ -194,6 +201,7 @@ def build(
         cookie_secure=settings.cookie_secure,
         background=monitor.run_forever,
         shutdown=runtime.aclose,
+        opening=lambda: http.open(slack_client),
     )
     return runtime
 

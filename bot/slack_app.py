@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook import WebhookResponse
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import listeners
 from bot.admins import AdminPolicy
@@ -24,6 +27,57 @@ from bot.notify import SlackNotifier
 from bot.slack_install import EncryptedInstallationStore
 
 log = logging.getLogger(__name__)
+
+
+class SlackHttp:
+    """One aiohttp session for every call to Slack: Web API methods (each workspace's
+    client) and response_url replies. Without it slack_sdk and bolt open a session, and
+    a TCP connection, per call. Opened inside the app's event loop, before requests."""
+
+    def __init__(self) -> None:
+        self.session: aiohttp.ClientSession | None = None
+
+    async def open(self, *clients: AsyncWebClient) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        for client in clients:
+            client.session = self.session  # bolt's per-request clients take it from here
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
+class SharedRespond(AsyncRespond):
+    """bolt's `respond`, through the shared session."""
+
+    def __init__(self, *, response_url: str, session: aiohttp.ClientSession) -> None:
+        super().__init__(response_url=response_url)
+        self._session = session
+
+    async def __call__(  # type: ignore[override]
+        self,
+        text: str = "",
+        blocks: list[dict[str, Any]] | None = None,
+        response_type: str | None = None,
+        replace_original: bool | None = None,
+        delete_original: bool | None = None,
+    ) -> WebhookResponse:
+        assert self.response_url is not None
+        client = AsyncWebhookClient(url=self.response_url, session=self._session)
+        return await client.send(
+            text=text,
+            blocks=blocks,
+            response_type=response_type,
+            replace_original=replace_original,
+            delete_original=delete_original,
+        )
+
+
+# Slack requests worked on at once after their ack. More would not finish sooner (they
+# share one event loop, the database's threads and the GIL); fewer in flight keeps the
+# loop free to acknowledge the next requests within bolt's 10 ms polling.
+WORK_SLOTS = 16
 
 
 @dataclass(frozen=True)
@@ -37,6 +91,8 @@ class Services:
     admins: AdminPolicy
     # Many workspaces only: where each workspace's installation is kept.
     installations: EncryptedInstallationStore | None = None
+    http: SlackHttp | None = None
+    work: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(WORK_SLOTS))
 
 
 class BotIdentity:
@@ -130,6 +186,9 @@ def create_app(
         # Context keys become listener arguments: handlers simply declare `links`.
         for name, service in vars(services).items():
             context[name] = service
+        http = services.http.session if services.http is not None else None
+        if http is not None and context.response_url:
+            context["respond"] = SharedRespond(response_url=context.response_url, session=http)
         # Admin checks ask with this request's own workspace client.
         context["admins"] = services.admins.bound(context.client)
         return await next()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import aiohttp
 from slack_sdk.errors import SlackApiError, SlackTokenRotationError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.oauth.installation_store import Bot, Installation
@@ -265,8 +266,10 @@ class Installed:
         client_secret: str,
         base_url: str,
         retry_handlers: Sequence[AsyncRetryHandler],
+        session: Callable[[], aiohttp.ClientSession | None] = lambda: None,
     ) -> None:
         self._store = store
+        self._session = session
         self._base_url = base_url
         self._retry_handlers = list(retry_handlers)
         self._rotator = AsyncTokenRotator(
@@ -281,7 +284,10 @@ class Installed:
             return None
         bot = await self._rotated(bot, team_id, enterprise_id)
         return AsyncWebClient(
-            token=bot.bot_token, base_url=self._base_url, retry_handlers=self._retry_handlers
+            token=bot.bot_token,
+            base_url=self._base_url,
+            retry_handlers=self._retry_handlers,
+            session=self._session(),
         )
 
     async def _rotated(self, bot: Bot, team_id: str, enterprise_id: str | None) -> Bot:

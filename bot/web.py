@@ -161,6 +161,7 @@ def create_web_app(
     background: Callable[[], Coroutine[Any, Any, None]] | None = None,
     startup: Callable[[], Coroutine[Any, Any, None]] | None = None,
     shutdown: Callable[[], Awaitable[None]] | None = None,
+    opening: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
     """The app. `startup` (learning who the bot is in Slack) starts with the app, without
     holding up the server: /healthz waits for it through `ready`; `background` (the health
@@ -302,6 +303,8 @@ def create_web_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if opening is not None:  # before the first request (clients' shared sessions)
+            await opening()
         tasks = [asyncio.create_task(work()) for work in (startup, background) if work]
         try:
             yield

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,6 +115,13 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
+        # SQLite has one writer at a time. Writers of this process queue here, in order,
+        # instead of in SQLite's busy handler, which sleeps and retries; and while they
+        # wait they hold no worker thread. One lock per event loop (tests run several).
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def write_engine(self) -> Engine:
@@ -141,7 +149,12 @@ class Database:
         return await asyncio.to_thread(self.call, fn, write=False)
 
     async def write(self, fn: Callable[[Session], T]) -> T:
-        return await asyncio.to_thread(self.call, fn, write=True)
+        if not self._sqlite:
+            return await asyncio.to_thread(self.call, fn, write=True)
+        loop = asyncio.get_running_loop()
+        lock = self._write_locks.setdefault(loop, asyncio.Lock())
+        async with lock:
+            return await asyncio.to_thread(self.call, fn, write=True)
 
     def ping(self) -> bool:
         with self.transaction(write=False) as session:

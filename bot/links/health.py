@@ -158,8 +158,12 @@ class LinkHealth:
         wait: bool = True,
         revoked_reason: str | None = None,
         rated: bool | None = None,
+        asked_at: datetime | None = None,
     ) -> HealthCheck:
         """Is the link alive? A recent result is reused; otherwise one live check runs.
+
+        `asked_at`: when the person asked. A result found since then answers them, however
+        young VCC_CHECK_REUSE is: askers queued behind others share the check those ran.
 
         `rated`: a person asked, so the check counts against their limit (by default,
         a reusing check by anyone but the monitor; the bot's own re-checks never count).
@@ -174,7 +178,11 @@ class LinkHealth:
         if row is None or view.status != LinkStatus.LINKED or not row.refresh_token_encrypted:
             return HealthCheck(view, Health.UNKNOWN, None)
         checked = row.health_checked_at
-        if reuse and checked is not None and self._now() - checked < self._reuse_for:
+        recent = checked is not None and (
+            self._now() - checked < self._reuse_for
+            or (asked_at is not None and checked >= asked_at)
+        )
+        if reuse and recent:
             return HealthCheck(view, view.health, view.health_reason, checked, reused=True)
         key = (team_id, account_id)
         if not reuse and key in self._inflight:

@@ -3,6 +3,7 @@ proof of permission."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -87,9 +88,10 @@ async def choose_environment(
     notifier: SlackNotifier,
     admins: BoundAdminPolicy,
     context: AsyncBoltContext,
+    work: asyncio.Semaphore,
 ) -> None:
     await ack()
-    async with answering(respond):
+    async with work, answering(respond):
         team_id, user_id, account_id = await _admin_click(body, respond, admins, LINKING)
         environment = Environment(ids.LINK_ENVIRONMENTS[action["action_id"]])
         ctx = LoginContext(
@@ -136,6 +138,7 @@ async def submit_custom_domain(
     notifier: SlackNotifier,
     admins: BoundAdminPolicy,
     context: AsyncBoltContext,
+    work: asyncio.Semaphore,
 ) -> None:
     value = view["state"]["values"][ids.MY_DOMAIN_BLOCK][ids.MY_DOMAIN_INPUT]["value"] or ""
     try:
@@ -148,7 +151,7 @@ async def submit_custom_domain(
     team_id, user_id = _who(body)
     meta = json.loads(view["private_metadata"])
     respond = AsyncRespond(response_url=meta["response_url"])
-    async with answering(respond):
+    async with work, answering(respond):
         account_id = parse_account_id(meta["account"])
         await require_admin(admins, respond, team_id, user_id, LINKING)
         ctx = LoginContext(
@@ -169,9 +172,10 @@ async def relink(
     respond: AsyncRespond,
     links: LinkService,
     admins: BoundAdminPolicy,
+    work: asyncio.Semaphore,
 ) -> None:
     await ack()
-    async with answering(respond):
+    async with work, answering(respond):
         team_id, _, account_id = await _admin_click(body, respond, admins, LINKING)
         view = await links.account(team_id, account_id)
         await reply(respond, blocks.link_prompt(view), replace=True)
@@ -183,10 +187,11 @@ async def check_now(
     respond: AsyncRespond,
     links: LinkService,
     health: LinkHealth,
+    work: asyncio.Semaphore,
 ) -> None:
     """A new live check, shown in place of the status it was clicked on."""
     await ack()
-    async with answering(respond):
+    async with work, answering(respond):
         team_id, user_id = _who(body)
         account_id = parse_account_id(_value(body))
         check = await health.check(team_id, account_id, actor=user_id, reuse=False, rated=True)
@@ -205,9 +210,10 @@ async def confirm_unlink(
     respond: AsyncRespond,
     links: LinkService,
     admins: BoundAdminPolicy,
+    work: asyncio.Semaphore,
 ) -> None:
     await ack()
-    async with answering(respond, _value(body)):
+    async with work, answering(respond, _value(body)):
         team_id, user_id, account_id = await _admin_click(body, respond, admins, UNLINKING)
         # On failure `answering` replies beside the warning, whose buttons stay for a retry.
         view = await links.unlink(team_id, account_id, user_id)
@@ -215,10 +221,14 @@ async def confirm_unlink(
 
 
 async def cancel_unlink(
-    ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, admins: BoundAdminPolicy
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond,
+    admins: BoundAdminPolicy,
+    work: asyncio.Semaphore,
 ) -> None:
     await ack()
-    async with answering(respond):
+    async with work, answering(respond):
         _, _, account_id = await _admin_click(body, respond, admins, UNLINKING)
         await reply(respond, blocks.nothing_changed(account_id), replace=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -22,8 +24,10 @@ async def vcc(
     links: LinkService,
     health: LinkHealth,
     admins: BoundAdminPolicy,
+    work: asyncio.Semaphore,
 ) -> None:
     await ack()
+    asked_at = datetime.now(UTC)  # before waiting for a work slot
     words = (command.get("text") or "").split()
     sub = words[0].lower() if words else "help"
     arg = words[1] if len(words) > 1 else None
@@ -31,10 +35,10 @@ async def vcc(
     if sub not in ("link", "status", "unlink", "history") or len(words) > 2:
         await reply(respond, blocks.help_message())
         return
-    async with answering(respond):
+    async with work, answering(respond):
         account_id = parse_account_id(arg)
         if sub == "status":
-            await _status(respond, links, health, team_id, user_id, account_id)
+            await _status(respond, links, health, team_id, user_id, account_id, asked_at)
             return
         action = "see the history of" if sub == "history" else sub
         await require_admin(admins, respond, team_id, user_id, f"{action} VCC accounts")
@@ -59,12 +63,13 @@ async def _status(
     team_id: str,
     user_id: str,
     account_id: str,
+    asked_at: datetime,
 ) -> None:
     """One answer, after a bounded check: a slash command's response_url cannot replace
     what it posted before (only a click's can), so there is no "checking…" to take back."""
     view = await links.account(team_id, account_id)
     if view.status == LinkStatus.LINKED:
-        check = await health.check(team_id, account_id, actor=user_id)
+        check = await health.check(team_id, account_id, actor=user_id, asked_at=asked_at)
         history = await links.history(team_id, account_id, limit=3)
         await reply(respond, blocks.status(check.account, check, history=history))
     else:

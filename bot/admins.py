@@ -8,6 +8,8 @@ from collections.abc import Callable
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.slack_errors import slack_error
+
 ADMIN_CACHE_SECONDS = 60.0
 
 
@@ -56,7 +58,7 @@ class AdminPolicy:
         try:
             response = await client.users_info(user=user_id)
         except SlackApiError as exc:
-            raise AdminCheckFailed(str(exc.response.get("error", "unknown_error"))) from None
+            raise AdminCheckFailed(slack_error(exc)) from None
         user = response.get("user") or {}
         allowed = bool(user.get("is_admin") or user.get("is_owner")) and not user.get("deleted")
         self._cache[key] = (now + self._ttl, allowed)

@@ -149,6 +149,10 @@ class DatabaseDown(LinkError):
     """The bot's database did not answer in time; what was in flight was undone."""
 
 
+class Busy(LinkError):
+    """More requests are waiting than the bot will queue: this one was not started."""
+
+
 class MissingPermissions(LinkError):
     def __init__(self, username: str, missing: list[str]) -> None:
         super().__init__(", ".join(missing))

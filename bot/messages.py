@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.domain import (
     ApiUserLimit,
     AttemptProblem,
+    Busy,
     DatabaseDown,
     ForgedResponse,
     InvalidAccountId,
@@ -193,6 +194,8 @@ def refusal_reason(error: LinkError) -> str:
             return f"Salesforce refused: {code}" + (f" ({description})" if description else "")
         case SalesforceDown():
             return "Salesforce unavailable"
+        case Busy():
+            return "busy"
         case DatabaseDown():
             return "database unavailable; the new token was revoked"
         case ForgedResponse():
@@ -251,6 +254,11 @@ def describe(error: LinkError) -> tuple[str, str]:
             return "Salesforce is not answering", (
                 "Salesforce could not be reached or had an error. Nothing changed; "
                 "try again in a few minutes."
+            )
+        case Busy():
+            return "The bot is busy", (
+                "Too many requests are waiting, so this one was not started and nothing "
+                "changed. Try again in a minute."
             )
         case DatabaseDown():
             return "The bot's database is not answering", (

@@ -12,6 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
 from bot.domain import AccountView, LinkError, LinkResult, LoginContext, LoginLink
+from bot.slack_errors import slack_error
 from bot.slack_install import SlackClients
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class SlackNotifier:
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, SlackApiError):
-        return str(exc.response.get("error", "unknown_error"))
+        return slack_error(exc)
     if isinstance(exc, LookupError):
         return str(exc.args[0])
     return type(exc).__name__  # the network failed; Slack said nothing

@@ -23,6 +23,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot import listeners
 from bot.admins import AdminPolicy
 from bot.links import LinkHealth, LinkService, LoginFlow
+from bot.listeners.common import Work
 from bot.notify import SlackNotifier
 from bot.slack_install import EncryptedInstallationStore
 
@@ -74,12 +75,6 @@ class SharedRespond(AsyncRespond):
         )
 
 
-# Slack requests worked on at once after their ack. More would not finish sooner (they
-# share one event loop, the database's threads and the GIL); fewer in flight keeps the
-# loop free to acknowledge the next requests within bolt's 10 ms polling.
-WORK_SLOTS = 16
-
-
 @dataclass(frozen=True)
 class Services:
     """What listeners may declare as parameters (bolt injects context keys by name)."""
@@ -92,7 +87,7 @@ class Services:
     # Many workspaces only: where each workspace's installation is kept.
     installations: EncryptedInstallationStore | None = None
     http: SlackHttp | None = None
-    work: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(WORK_SLOTS))
+    work: Work = field(default_factory=Work)
 
 
 class BotIdentity:

@@ -5,6 +5,7 @@ each behaviour with its source): rows of the platform-fidelity issue, one test e
 from __future__ import annotations
 
 import httpx
+import pytest
 from sqlmodel import select
 
 from bot import ids
@@ -66,6 +67,18 @@ def test_an_unlinked_notice_in_a_channel_the_bot_left_goes_to_the_admin(
     dms = slack.wait_for(lambda: [m for m in slack.dms_to(ADMIN) if "was unlinked" in text_of(m)])
     assert "acme" in text_of(dms[0])
     assert any("not_in_channel" in (e.detail or "") for e in audit(bot, "notice_failed"))
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "text/plain", "application/json"])
+def test_an_error_page_instead_of_slacks_json_is_reported_not_crashed_on(
+    content_type, slack_client, bot, slack
+):
+    """A proxy's 502 page reaches slack_sdk as no dict with an error code: an empty dict
+    (HTML), a string (plain text) or aiohttp's response (a body that is not JSON)."""
+    slack.error_page_next("users.info", content_type=content_type)
+    reply = text_of(slack_client.replies(slack_client.command("link acme"))[0])
+    assert "could not confirm that you are a workspace admin" in reply
+    assert "http_502" in reply and "Something went wrong" not in reply
 
 
 # ---- row 3: slack_sdk's default retries are kept ------------------------------------------

@@ -3,7 +3,6 @@ proof of permission."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -19,9 +18,10 @@ from bot import blocks, ids
 from bot.admins import BoundAdminPolicy
 from bot.domain import Environment, LinkError, LoginContext, parse_account_id, parse_my_domain
 from bot.links import LinkHealth, LinkService, LoginFlow
-from bot.listeners.common import answering, reply, require_admin
+from bot.listeners.common import Work, answering, reply, require_admin
 from bot.messages import describe
 from bot.notify import SlackNotifier
+from bot.slack_errors import slack_error
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ async def _send_login(
     try:
         await notifier.login_link(link)
     except SlackApiError as exc:
-        await reply(respond, blocks.login_dm_failed(str(exc.response.get("error"))))
+        await reply(respond, blocks.login_dm_failed(slack_error(exc)))
 
 
 async def choose_environment(
@@ -88,10 +88,10 @@ async def choose_environment(
     notifier: SlackNotifier,
     admins: BoundAdminPolicy,
     context: AsyncBoltContext,
-    work: asyncio.Semaphore,
+    work: Work,
 ) -> None:
     await ack()
-    async with work, answering(respond):
+    async with answering(respond), work:
         team_id, user_id, account_id = await _admin_click(body, respond, admins, LINKING)
         environment = Environment(ids.LINK_ENVIRONMENTS[action["action_id"]])
         ctx = LoginContext(
@@ -138,7 +138,7 @@ async def submit_custom_domain(
     notifier: SlackNotifier,
     admins: BoundAdminPolicy,
     context: AsyncBoltContext,
-    work: asyncio.Semaphore,
+    work: Work,
 ) -> None:
     value = view["state"]["values"][ids.MY_DOMAIN_BLOCK][ids.MY_DOMAIN_INPUT]["value"] or ""
     try:
@@ -151,7 +151,7 @@ async def submit_custom_domain(
     team_id, user_id = _who(body)
     meta = json.loads(view["private_metadata"])
     respond = AsyncRespond(response_url=meta["response_url"])
-    async with work, answering(respond):
+    async with answering(respond), work:
         account_id = parse_account_id(meta["account"])
         await require_admin(admins, respond, team_id, user_id, LINKING)
         ctx = LoginContext(
@@ -172,10 +172,10 @@ async def relink(
     respond: AsyncRespond,
     links: LinkService,
     admins: BoundAdminPolicy,
-    work: asyncio.Semaphore,
+    work: Work,
 ) -> None:
     await ack()
-    async with work, answering(respond):
+    async with answering(respond), work:
         team_id, _, account_id = await _admin_click(body, respond, admins, LINKING)
         view = await links.account(team_id, account_id)
         await reply(respond, blocks.link_prompt(view), replace=True)
@@ -187,11 +187,11 @@ async def check_now(
     respond: AsyncRespond,
     links: LinkService,
     health: LinkHealth,
-    work: asyncio.Semaphore,
+    work: Work,
 ) -> None:
     """A new live check, shown in place of the status it was clicked on."""
     await ack()
-    async with work, answering(respond):
+    async with answering(respond), work:
         team_id, user_id = _who(body)
         account_id = parse_account_id(_value(body))
         check = await health.check(team_id, account_id, actor=user_id, reuse=False, rated=True)
@@ -210,10 +210,10 @@ async def confirm_unlink(
     respond: AsyncRespond,
     links: LinkService,
     admins: BoundAdminPolicy,
-    work: asyncio.Semaphore,
+    work: Work,
 ) -> None:
     await ack()
-    async with work, answering(respond, _value(body)):
+    async with answering(respond, _value(body)), work:
         team_id, user_id, account_id = await _admin_click(body, respond, admins, UNLINKING)
         # On failure `answering` replies beside the warning, whose buttons stay for a retry.
         view = await links.unlink(team_id, account_id, user_id)
@@ -225,10 +225,10 @@ async def cancel_unlink(
     body: dict[str, Any],
     respond: AsyncRespond,
     admins: BoundAdminPolicy,
-    work: asyncio.Semaphore,
+    work: Work,
 ) -> None:
     await ack()
-    async with work, answering(respond):
+    async with answering(respond), work:
         _, _, account_id = await _admin_click(body, respond, admins, UNLINKING)
         await reply(respond, blocks.nothing_changed(account_id), replace=True)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +13,7 @@ from bot import blocks
 from bot.admins import BoundAdminPolicy
 from bot.domain import LinkStatus, NotLinked, parse_account_id
 from bot.links import LinkHealth, LinkService
-from bot.listeners.common import answering, reply, require_admin
+from bot.listeners.common import Work, answering, reply, require_admin
 
 
 async def vcc(
@@ -24,7 +23,7 @@ async def vcc(
     links: LinkService,
     health: LinkHealth,
     admins: BoundAdminPolicy,
-    work: asyncio.Semaphore,
+    work: Work,
 ) -> None:
     await ack()
     asked_at = datetime.now(UTC)  # before waiting for a work slot
@@ -35,7 +34,7 @@ async def vcc(
     if sub not in ("link", "status", "unlink", "history") or len(words) > 2:
         await reply(respond, blocks.help_message())
         return
-    async with work, answering(respond):
+    async with answering(respond), work:
         account_id = parse_account_id(arg)
         if sub == "status":
             await _status(respond, links, health, team_id, user_id, account_id, asked_at)

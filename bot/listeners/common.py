@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,9 +13,40 @@ from slack_sdk.errors import SlackApiError
 
 from bot import blocks
 from bot.admins import AdminCheckFailed, BoundAdminPolicy
-from bot.domain import LinkError
+from bot.domain import Busy, LinkError
+from bot.slack_errors import slack_error
 
 log = logging.getLogger(__name__)
+
+
+# Slack requests worked on at once after their ack. More would not finish sooner (they
+# share one event loop, the database's threads and the GIL); fewer in flight keeps the
+# loop free to acknowledge the next requests within bolt's 10 ms polling.
+WORK_SLOTS = 16
+# Requests waiting for a slot, at most; beyond, a request is answered "busy" at once
+# (a queue without a bound grows with a flood until memory runs out).
+WORK_WAITING = 256
+
+
+class Work:
+    """The bound on work after acks: `async with work:` holds a slot, or raises Busy."""
+
+    def __init__(self, slots: int = WORK_SLOTS, waiting: int = WORK_WAITING) -> None:
+        self._slots = asyncio.Semaphore(slots)
+        self._most_waiting = waiting
+        self._waiting = 0
+
+    async def __aenter__(self) -> None:
+        if self._slots.locked() and self._waiting >= self._most_waiting:
+            raise Busy()
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+
+    async def __aexit__(self, *_: object) -> None:
+        self._slots.release()
 
 
 class Refused(Exception):
@@ -55,7 +87,7 @@ async def answering(respond: AsyncRespond, account_id: str | None = None) -> Asy
     except LinkError as exc:
         await reply(respond, blocks.failure(exc, account_id))
     except SlackApiError as exc:
-        error = exc.response.get("error", "unknown_error")
+        error = slack_error(exc)
         log.warning("Slack API error while handling a request: %s", error)
         text = f":warning: Slack refused a step ({error}). Nothing changed; try again."
         await reply(respond, blocks.Message(text=text, blocks=[]))

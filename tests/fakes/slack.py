@@ -349,6 +349,16 @@ class FakeSlack(FakeServer):
     def fail_next(self, method: str, error: str, count: int = 1) -> None:
         self._inject(lambda m: m == method, json_reply(200, _err(error)), count)
 
+    def error_page_next(
+        self, method: str, status: int = 502, content_type: str = "text/html", count: int = 1
+    ) -> None:
+        """An error page instead of JSON, as a proxy or load balancer in front of Slack
+        answers when Slack's edge fails (Slack's own errors are JSON; this is not Slack)."""
+        page = Reply(
+            status, b"<html><body>Bad Gateway</body></html>", {"Content-Type": content_type}
+        )
+        self._inject(lambda m: m == method, page, count)
+
     def drop_next(self, method: str, count: int = 1) -> None:
         """Close the connection without answering, as a network failure would."""
         self._inject(lambda m: m == method, Reply(0), count)

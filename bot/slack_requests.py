@@ -9,6 +9,7 @@ the bot handles are let through, so nothing reaches bolt that no listener answer
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
@@ -138,7 +139,7 @@ class _Command(_Shape):
     trigger_id: Text = ""
 
 
-def _payload(raw: str) -> None:
+def _payload(raw: str) -> str:
     try:
         data = json.loads(raw)
     except ValueError:
@@ -155,9 +156,18 @@ def _payload(raw: str) -> None:
         model.model_validate(data)
     except ValidationError:
         raise MalformedRequest(f"a malformed {kind} payload") from None
+    return str(kind)
 
 
-def normalise(body: bytes, content_type: str) -> str:
+@dataclass(frozen=True)
+class Normalised:
+    body: str  # as bolt should read it
+    # Slack needs nothing in the HTTP answer but a 200: a command, a click, an event. (A
+    # modal's submission may answer with errors; a URL verification with its challenge.)
+    empty_ack: bool
+
+
+def normalise(body: bytes, content_type: str) -> Normalised:
     """The body as bolt should read it; raises MalformedRequest for anything else."""
     try:
         text = body.decode("utf-8")
@@ -169,12 +179,12 @@ def normalise(body: bytes, content_type: str) -> str:
         except ValueError:
             raise MalformedRequest("not JSON") from None
         if isinstance(data, dict) and data.get("type") == "url_verification":
-            return text
+            return Normalised(text, empty_ack=False)
         try:
             _EventCallback.model_validate(data)
         except ValidationError:
             raise MalformedRequest("not an event this app subscribes to") from None
-        return text
+        return Normalised(text, empty_ack=True)
     fields = parse_qsl(text, keep_blank_values=True)
     form = dict(fields)
     if len(form) != len(fields):
@@ -182,12 +192,12 @@ def normalise(body: bytes, content_type: str) -> str:
     if "payload" in form:
         if len(form) != 1:
             raise MalformedRequest("a payload with other fields")
-        _payload(form["payload"])
-        return text
+        kind = _payload(form["payload"])
+        return Normalised(text, empty_ack=kind == "block_actions")
     try:
         _Command.model_validate(form)
     except ValidationError:
         raise MalformedRequest("not a /vcc command") from None
     # bolt takes any body containing the word "payload" for an interaction: re-encode
     # the command so that a text like "status payload-uk" stays a command.
-    return urlencode(form).replace("payload", "p%61yload")
+    return Normalised(urlencode(form).replace("payload", "p%61yload"), empty_ack=True)

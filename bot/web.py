@@ -142,6 +142,10 @@ def slack_signature_ok(verifier: SignatureVerifier, request: Request, body: byte
     return verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
 
 
+# Acknowledged requests handed to bolt and not yet at their listener, at most.
+EDGE_ACKS = 256
+
+
 def bolt_get(request: Request) -> AsyncBoltRequest:
     return AsyncBoltRequest(
         body="",
@@ -169,6 +173,7 @@ def create_web_app(
     clients) runs when it stops."""
     verifier = SignatureVerifier(signing_secret)
     public_origin = origin_of(public_url)
+    dispatching: set[asyncio.Task[None]] = set()  # acknowledged, in bolt's hands
 
     async def slack_events(request: Request) -> Response:
         body = await request.body()
@@ -185,11 +190,30 @@ def create_web_app(
             return JSONResponse({"error": f"malformed request: {exc}"}, status_code=400)
         assert bolt is not None
         bolt_request = AsyncBoltRequest(
-            body=normalised,
+            body=normalised.body,
             query=request.query_params,  # type: ignore[arg-type]
             headers=request.headers,  # type: ignore[arg-type]
         )
+        if normalised.empty_ack and len(dispatching) < EDGE_ACKS:
+            # Slack only needs a 200 (within 3 s): say it now, and let bolt run the
+            # listener behind it. The ack then waits neither for bolt's 10 ms polling nor
+            # for the event loop's other work. Beyond EDGE_ACKS in flight, requests go
+            # through bolt in line, which slows the sender instead of queueing without end.
+            task = asyncio.create_task(dispatch(bolt_request))
+            dispatching.add(task)
+            task.add_done_callback(dispatching.discard)
+            return Response(status_code=200)
         return to_starlette_response(await bolt.async_dispatch(bolt_request))
+
+    async def dispatch(bolt_request: AsyncBoltRequest) -> None:
+        assert bolt is not None
+        try:
+            answer = await bolt.async_dispatch(bolt_request)
+        except Exception:  # bolt answers its own errors; this is a bug, logged
+            log.exception("dispatching an acknowledged Slack request failed")
+            return
+        if answer.status >= 400:
+            log.warning("bolt answered an acknowledged Slack request with %s", answer.status)
 
     async def show_login(request: Request) -> Response:
         try:
@@ -314,6 +338,8 @@ def create_web_app(
             for task in tasks:
                 with suppress(asyncio.CancelledError):
                     await task
+            if dispatching:  # acknowledged requests still on their way to a listener
+                await asyncio.wait(set(dispatching), timeout=10)
             if shutdown is not None:
                 await shutdown()
 

@@ -66,14 +66,13 @@ async def _status(
 ) -> None:
     """One answer, after a bounded check: a slash command's response_url cannot replace
     what it posted before (only a click's can), so there is no "checking…" to take back."""
-    view = await links.account(team_id, account_id)
-    if view.status == LinkStatus.LINKED:
-        check = await health.check(team_id, account_id, actor=user_id, asked_at=asked_at)
-        history = await links.history(team_id, account_id, limit=3)
+    # The check reads the account (and checks it only if it is linked): no read before it.
+    check = await health.check(team_id, account_id, actor=user_id, asked_at=asked_at)
+    history = await links.history(team_id, account_id, limit=3)
+    if check.account.status == LinkStatus.LINKED:
         await reply(respond, blocks.status(check.account, check, history=history))
     else:
-        history = await links.history(team_id, account_id, limit=3)
-        await reply(respond, blocks.status(view, history=history))
+        await reply(respond, blocks.status(check.account, history=history))
 
 
 def register(app: AsyncApp) -> None:

@@ -161,8 +161,10 @@ def domain_client(domain_bot, slack):
 def open_custom_domain_modal(client, slack) -> dict:
     prompt = client.replies(client.command("link acme"))[0]
     assert buttons(prompt)[ids.LINK_CUSTOM]["text"]["text"] == "Custom domain"
+    before = len(slack.opened_views)
     url = client.click(ids.LINK_CUSTOM, "acme")
-    opened = slack.wait_for(lambda: slack.opened_views)
+    # The click's 200 comes before the modal opens: wait for this click's modal.
+    opened = slack.wait_for(lambda: len(slack.opened_views) > before and slack.opened_views)
     return {"view": opened[-1]["view"], "response_url": url}
 
 

@@ -485,8 +485,10 @@ def test_a_permission_field_the_org_lacks_is_left_unchecked_against_the_strict_f
 
 
 def submit_my_domain(client: Any, slack: Any, host: str) -> httpx.Response:
+    before = len(slack.opened_views)
     client.click(ids.LINK_CUSTOM, "acme")
-    modal = slack.wait_for(lambda: slack.opened_views)[-1]
+    # The click's 200 comes before the modal opens: wait for this click's modal.
+    modal = slack.wait_for(lambda: len(slack.opened_views) > before and slack.opened_views)[-1]
     return client.submit_view(modal["view"], {ids.MY_DOMAIN_BLOCK: {ids.MY_DOMAIN_INPUT: host}})
 
 

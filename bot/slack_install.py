@@ -35,7 +35,6 @@ from bot.crypto import TokenCipher, UndecryptableToken
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Found = TypeVar("Found", Bot, Installation)
 
 # What the bot asks Slack for at install (manifest.yml's oauth_config.scopes.bot; a test

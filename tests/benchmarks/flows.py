@@ -228,8 +228,7 @@ class FlowDriver:
     def _resync(self, user: str, channel: str) -> None:
         slack = self.fakes.slack
         for key in (slack.im_channel(user) or "", channel):
-            with slack._lock:
-                self._seen[key] = len(slack.delivered.get(key, []))
+            self._seen[key] = slack.delivered_count(key)
 
 
 def link_one(fakes: Fakes, bot_url: str, account: str, user: SfUser | None = None) -> None:

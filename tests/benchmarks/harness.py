@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -193,14 +194,13 @@ class BenchSlack(FakeSlack):
     def __init__(self) -> None:
         super().__init__(bot_token=BOT_TOKEN, team_id=TEAM)
         self.delivered: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.handled = 0
+        self._filed = threading.Lock()  # `delivered` and `_waiting`, across threads
         self._waiting: defaultdict[
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
         ] = defaultdict(list)
+        self.after_answer = self._file
 
-    def handle(self, req: Recorded) -> Reply:  # called under the fake's lock
-        reply = super().handle(req)
-        self.handled += 1
+    def _file(self, req: Recorded, reply: Reply) -> None:
         key, message = None, None
         if reply.status == 200 and req.path == "/api/chat.postMessage":
             answer = json.loads(reply.body)
@@ -209,17 +209,18 @@ class BenchSlack(FakeSlack):
         elif reply.status == 200 and req.path.startswith("/response/"):
             key, message = req.path, req.json()
         if key is not None and message is not None:
-            self.delivered[key].append(message)
-            for loop, future in self._waiting.pop(key, []):
+            with self._filed:
+                self.delivered[key].append(message)
+                waiting = self._waiting.pop(key, [])
+            for loop, future in waiting:
                 loop.call_soon_threadsafe(_wake, future)
-        return reply
 
     async def wait_delivered(self, key: str, count: int, within: float = 30.0) -> list[Any]:
         """The first `count` messages of a channel (or a response_url's path), once there."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
-            with self._lock:
+            with self._filed:
                 got = self.delivered.get(key, [])
                 if len(got) >= count:
                     return list(got)
@@ -230,11 +231,14 @@ class BenchSlack(FakeSlack):
                 raise TimeoutError(f"no message #{count} at {key} within {within} s")
             await asyncio.wait_for(future, remaining)
 
+    def delivered_count(self, key: str) -> int:
+        with self._filed:
+            return len(self.delivered.get(key, []))
+
     def forget(self) -> None:
         """Drop what the fake recorded (kept lists grow with every request)."""
-        with self._lock:
-            for kept in (self.requests, self.calls, self.messages, self.ephemerals):
-                kept.clear()
+        super().forget()
+        with self._filed:
             self.delivered.clear()
 
 
@@ -248,24 +252,16 @@ class BenchSalesforce(FakeSalesforce):
     def __init__(self, name: str) -> None:
         super().__init__(CLIENT_ID, CLIENT_SECRET, name=name)
         self.new_user_per_login = False
-        self.handled = 0
-        self._users_made = 0
+        self._users_made = itertools.count(1)
+        self.before_answer = self._login_as_new_user
 
-    def handle(self, req: Recorded) -> Reply:  # called under the fake's lock
+    def _login_as_new_user(self, req: Recorded) -> None:
+        # Under the fake's lock: the login this request makes is this user's, no other's.
         if self.new_user_per_login and req.path == "/services/oauth2/authorize":
             self.login_as = self.new_user()
-        reply = super().handle(req)
-        self.handled += 1
-        return reply
-
-    def forget(self) -> None:
-        with self._lock:
-            self.requests.clear()
 
     def new_user(self) -> SfUser:
-        with self._lock:
-            self._users_made += 1
-            n = self._users_made
+        n = next(self._users_made)
         org = "00D1" if self.name == "production" else "00D2"
         return self.add_user(f"{org}{n:014d}", f"0051{n:014d}", f"api{n}@org{n}.example")
 
@@ -293,7 +289,7 @@ class Fakes:
     def activity(self) -> int:
         """Grows with every request that arrives at a fake and every answer it gives."""
         fakes = (self.slack, self.production, self.sandbox)
-        return sum(len(f.requests) + f.handled for f in fakes)
+        return sum(len(f.requests) + f.answered for f in fakes)
 
     def settle(self, quiet: float, timeout: float = 300.0) -> float:
         """Wait until no fake has heard anything for `quiet` s: the bot's backlog has drained.

@@ -1,4 +1,4 @@
-"""A lean closed-loop HTTP/1.1 load generator, run as its own process.
+"""A lean HTTP/1.1 load generator (closed loop or fixed rate), run as its own process.
 
     .venv/bin/python -m tests.benchmarks.loadgen < job.json > result.json
 
@@ -8,6 +8,14 @@ connections, a duration and a request budget. Each connection is one client: it 
 request on its keep-alive connection, reads the whole answer, and only then sends the
 next (closed loop, as wrk does). Latency is measured from the first byte written to the
 last byte of the answer read.
+
+With a `rate` (requests per second, over all connections), the load is open instead, as
+wrk2 makes it: connection i sends its k-th request at start + (k * connections + i) / rate,
+whatever the server's answers. A closed loop at many connections measures the server's
+saturation (each answer brings the next request at once, so latency is connections /
+throughput); a fixed rate measures latency at a load the server is offered, as Slack
+offers it. A request sent late because its connection still waited for the previous
+answer counts from when it was due (no "coordinated omission": a stall is not hidden).
 
 Only the standard library is imported, and the per-request work is a write, a
 `readuntil` and a `readexactly`: this process costs a small share of a core, so on a
@@ -84,6 +92,7 @@ async def generate(job: dict[str, Any]) -> LoadResult:
     requests = [r.encode("latin-1") for r in job["requests"]]
     conns, duration = int(job["connections"]), float(job["duration"])
     budget = int(job.get("max_requests") or 10**9)
+    rate = float(job.get("rate") or 0.0)
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     errors = 0
@@ -91,17 +100,25 @@ async def generate(job: dict[str, Any]) -> LoadResult:
     start = time.perf_counter()
     end = start + duration
 
-    async def client() -> None:
+    async def client(index: int) -> None:
         nonlocal errors, issued
         reader: asyncio.StreamReader | None = None
         writer: asyncio.StreamWriter | None = None
+        due = start + index / rate if rate else 0.0
         while issued < budget and time.perf_counter() < end:
+            scheduled = due
+            if rate:
+                if scheduled >= end:
+                    break
+                if (wait := scheduled - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
+                due += conns / rate
             request = requests[issued % len(requests)]
             issued += 1
             try:
                 if writer is None or reader is None:
                     reader, writer = await asyncio.open_connection(host, port)
-                sent = time.perf_counter()
+                sent = scheduled if rate else time.perf_counter()
                 writer.write(request)
                 status, closing = await _read_answer(reader)
                 latencies.append(time.perf_counter() - sent)
@@ -123,7 +140,7 @@ async def generate(job: dict[str, Any]) -> LoadResult:
             writer.close()
 
     cpu = resource.getrusage(resource.RUSAGE_SELF)
-    tasks = [asyncio.create_task(client()) for _ in range(conns)]
+    tasks = [asyncio.create_task(client(i)) for i in range(conns)]
     _, late = await asyncio.wait(tasks, timeout=duration + HARD_STOP)
     for task in late:
         task.cancel()
@@ -166,9 +183,11 @@ def run_load(
     duration: float,
     max_requests: int = 0,
     keep: bool = False,
+    rate: float = 0.0,
 ) -> LoadResult:
     """Run the generator in a child process (off the servers' interpreters) and wait;
-    `keep` returns every latency too, for windows to be combined."""
+    `keep` returns every latency too, for windows to be combined; `rate` (requests per
+    second over all connections) makes the load open instead of closed-loop."""
     job = {
         "host": host,
         "port": port,
@@ -177,6 +196,7 @@ def run_load(
         "duration": duration,
         "max_requests": max_requests,
         "keep": keep,
+        "rate": rate,
     }
     done = subprocess.run(
         [sys.executable, "-m", "tests.benchmarks.loadgen"],

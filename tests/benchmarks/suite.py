@@ -16,8 +16,14 @@ Phases, in order (--only runs some):
   start creates and migrates the SQLite file; the others open it, as a restart does).
 - ack: signed `/vcc status acme` (a linked account: the status reads it and its last
   live check, reused for VCC_CHECK_REUSE's production default of 30 s) and `/vcc link
-  globex` (the Production/Sandbox prompt), at 1, 10 and 50 concurrent clients, each
-  sending its next request once the previous one is answered; bot and bare app alike.
+  globex` (the Production/Sandbox prompt); bot and bare app alike. First at saturation:
+  50 clients in a closed loop (each sends its next request once answered), which gives
+  how many requests a second each acks and how many the bot answers in full (beyond its
+  bound on waiting work, it answers "busy"). Then at 1, 10 and 50 concurrent clients
+  offered a fixed rate, half the bot's full answers a second at saturation (wrk2's open
+  model: latency counts from when a request was due), where the targets are judged.
+- slow and monitor: closed loops, as before (a stricter test: every answer brings the
+  next request at once).
 - slow: the bot's acks again while every Salesforce call takes 3 s and link flows run
   beside them, their callbacks waiting on the token exchange.
 - flood: 64 MB unsigned bodies posted in parallel (flood.py); the bot's RSS meanwhile.
@@ -71,6 +77,9 @@ MONITOR_CLIENTS = 10  # /vcc status clients during the pass (and without it, to 
 # The targets.
 ACK_P99_MS = 300.0
 BARE_RATIO = 1.5
+# The ack targets are measured at this share of the bot's full answers a second at
+# saturation, offered at a fixed rate to the bot and the bare app alike.
+OFFERED_SHARE = 0.5
 FLOWS_PER_S = 30.0
 RSS_MB = 150.0
 STARTUP_S = 2.0
@@ -151,8 +160,10 @@ class Bench:
         *,
         settle: bool = True,
         keep: bool = False,
+        rate: float = 0.0,
     ) -> dict[str, Any]:
-        """One closed-loop run of signed `/vcc <text>` against `server`."""
+        """One run of signed `/vcc <text>` against `server`: closed-loop, or open at
+        `rate` requests per second over the `conns` connections."""
         requests = []
         for _ in range(self.mode.signed_requests):
             body = harness.command_body(text, self.fakes.slack.new_response_url(command=True))
@@ -160,7 +171,13 @@ class Bench:
             requests.append(raw_post("127.0.0.1", server.port, "/slack/events", body, headers))
         cpu = harness.cpu_seconds(server.pid)
         result = run_load(
-            "127.0.0.1", server.port, requests, connections=conns, duration=seconds, keep=keep
+            "127.0.0.1",
+            server.port,
+            requests,
+            connections=conns,
+            duration=seconds,
+            keep=keep,
+            rate=rate,
         )
         cpu_pct = 100 * (harness.cpu_seconds(server.pid) - cpu) / result.seconds
         # The bot acks first and works after: let that work end before the next run.
@@ -203,29 +220,98 @@ def _ms(run: dict[str, Any]) -> str:
     return f"{run['p50_ms']:.0f}/{run['p99_ms']:.0f} ms"
 
 
+BUSY = "The bot is busy"
+
+
+def answered_busy(fakes: Fakes) -> tuple[int, int]:
+    """(answers in full, answers "busy") the bot posted to response_urls since `forget`."""
+    full = busy = 0
+    for key, messages in fakes.slack.delivered.items():
+        if key.startswith("/response/"):
+            for message in messages:
+                if str(message.get("text", "")).startswith(BUSY):
+                    busy += 1
+                else:
+                    full += 1
+    return full, busy
+
+
 def phase_ack(b: Bench) -> None:
+    """Saturation first (closed loop at the most clients): how many requests a second
+    each server acks, and how many of those the bot answers in full. Then the targets:
+    acks at a rate offered to both, half the bot's full answers a second at saturation
+    (it serves all of them, with room to spare, as it must in production)."""
     bot, bare = b.servers()
     runs: list[dict[str, Any]] = []
+    most = max(CONCURRENCY)
+    rates: dict[str, float] = {}
     for command, text in COMMANDS.items():
+        bare_run = b.measure(bare, text, most, b.mode.ack_seconds)
+        b.fakes.forget()
+        bot_run = b.measure(bot, text, most, b.mode.ack_seconds)
+        full, busy = answered_busy(b.fakes)
+        b.fakes.forget()
+        # Over the run and the drain after it: a queue of waiting work is answered in
+        # full after the run's last ack, and is no part of what the bot sustains.
+        full_per_s = full / (bot_run["seconds"] + (bot_run["drain_s"] or 0.0))
+        rates[command] = rate = max(1.0, round(full_per_s * OFFERED_SHARE))
+        runs += [
+            {"target": "bare bolt app", "command": command, "conns": most, **bare_run},
+            {
+                "target": "bot",
+                "command": command,
+                "conns": most,
+                "answered_in_full": full,
+                "answered_busy": busy,
+                **bot_run,
+            },
+        ]
+        b.rows.append(
+            Row(
+                f"Saturation: /vcc {command}, {most} clients in a closed loop",
+                f"bot acks {bot_run['rps']:.0f} req/s (p50/p99 {_ms(bot_run)}) and answers "
+                f'{full_per_s:.0f}/s in full, {busy / bot_run["seconds"]:.0f}/s "busy"; '
+                f"bare acks {bare_run['rps']:.0f} req/s (p50/p99 {_ms(bare_run)})",
+                "(reference: sets the offered rate below)",
+                None,
+            )
+        )
         for conns in CONCURRENCY:
-            bare_run = b.measure(bare, text, conns, b.mode.ack_seconds)
-            bot_run = b.measure(bot, text, conns, b.mode.ack_seconds)
+            bare_run = b.measure(bare, text, conns, b.mode.ack_seconds, rate=rate)
+            b.fakes.forget()
+            bot_run = b.measure(bot, text, conns, b.mode.ack_seconds, rate=rate)
+            full, busy = answered_busy(b.fakes)
+            b.fakes.forget()
             runs += [
-                {"target": "bare bolt app", "command": command, "conns": conns, **bare_run},
-                {"target": "bot", "command": command, "conns": conns, **bot_run},
+                {
+                    "target": "bare bolt app",
+                    "command": command,
+                    "conns": conns,
+                    "rate": rate,
+                    **bare_run,
+                },
+                {
+                    "target": "bot",
+                    "command": command,
+                    "conns": conns,
+                    "rate": rate,
+                    "answered_in_full": full,
+                    "answered_busy": busy,
+                    **bot_run,
+                },
             ]
             ratio = bot_run["p99_ms"] / max(bare_run["p99_ms"], 1e-9)
             measured = (
-                f"bot p50/p99 {_ms(bot_run)} ({bot_run['rps']:.0f} req/s); bare "
-                f"{_ms(bare_run)} ({bare_run['rps']:.0f} req/s); p99 {ratio:.1f}x bare"
+                f"bot p50/p99 {_ms(bot_run)}; bare {_ms(bare_run)}; p99 {ratio:.1f}x bare "
+                f"({rate:.0f} req/s offered; the bot answered {full} in full, {busy} busy)"
             )
             ok = None
             target = "(reference)"
-            if conns == max(CONCURRENCY):
-                target = f"p99 <= {BARE_RATIO:g}x bare and < {ACK_P99_MS:.0f} ms"
-                ok = ratio <= BARE_RATIO and bot_run["p99_ms"] < ACK_P99_MS
+            if conns == most:
+                target = f"p99 <= {BARE_RATIO:g}x bare and < {ACK_P99_MS:.0f} ms, none busy"
+                ok = ratio <= BARE_RATIO and bot_run["p99_ms"] < ACK_P99_MS and busy == 0
             b.rows.append(Row(f"Ack /vcc {command}, {conns} concurrent", measured, target, ok))
-    b.details["ack"] = runs
+    b.details["ack"] = {"offered_rates": rates, "runs": runs}
     if b.profile_dir is not None:
         b.details.setdefault("profiles", {})["ack: /vcc status, 50 concurrent"] = profile_bot(
             b,
@@ -591,7 +677,8 @@ def table(report: dict[str, Any]) -> str:
         f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; Python {m['python']}; "
         f"{m['platform']}",
         "one box: the servers, the fakes, the browsers and the load generator share its "
-        "cores; acks are closed-loop (each client sends once answered), p50/p99",
+        "cores; ack targets at a fixed offered rate (open loop), saturation and the slow and "
+        "monitor phases closed-loop (each client sends once answered); p50/p99",
         f"other processes used {report['outside_cpu_pct']:.0f}% of the machine's CPU during "
         f"the run (load average {report['load_average_before']:.1f} when it began)"
         + ("; the figures are pessimistic" if report["outside_cpu_pct"] > 10 else ""),

@@ -7,7 +7,7 @@ test_salesforce_fidelity.py hold the
 fakes to it.
 """
 
-from ._server import FakeServer, Recorded, Reply
+from ._server import FakeServer, Gate, Held, Recorded, Reply
 from .salesforce import PERMISSION_FIELDS, FakeSalesforce, SfUser, pkce_challenge, token_signature
 from .slack import ApiCall, FakeSlack, Workspace
 
@@ -17,6 +17,8 @@ __all__ = [
     "FakeSalesforce",
     "FakeServer",
     "FakeSlack",
+    "Gate",
+    "Held",
     "Recorded",
     "Reply",
     "SfUser",

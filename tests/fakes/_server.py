@@ -73,6 +73,74 @@ class _Slowdown:
     remaining: int
 
 
+# -- test hooks (not claims about any service): requests held until the test releases them --
+
+
+class Held:
+    """One request a fake stopped as it arrived (see FakeServer.hold_next)."""
+
+    def __init__(self, matches: Callable[[Recorded], bool]) -> None:
+        self.matches = matches
+        self.request: Recorded | None = None
+        self.arrived_at: float | None = None  # time.monotonic() when it arrived
+        self._reached = threading.Event()
+        self._released = threading.Event()
+
+    def take(self, req: Recorded) -> bool:
+        """Whether this hold stops `req` (called under the fake's lock)."""
+        if self.request is None and self.matches(req):
+            self.request = req  # taken: no other request matches it any more
+            return True
+        return False
+
+    def wait_reached(self, timeout: float) -> Recorded:
+        """The held request, once it has arrived; fails after `timeout` seconds."""
+        if not self._reached.wait(timeout):
+            raise AssertionError(f"no request to hold arrived within {timeout}s")
+        assert self.request is not None
+        return self.request
+
+    @property
+    def reached(self) -> bool:
+        return self._reached.is_set()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait(self, stopping: threading.Event) -> None:
+        """Block the fake's handler thread until released (or the fake stops)."""
+        self.arrived_at = time.monotonic()
+        self._reached.set()
+        while not self._released.wait(0.05) and not stopping.is_set():
+            pass
+
+
+class Gate(Held):
+    """Every matching request, stopped as it arrives until the gate opens (`release`)."""
+
+    def __init__(self, matches: Callable[[Recorded], bool]) -> None:
+        super().__init__(matches)
+        self.arrived: list[Recorded] = []
+        self._count = threading.Condition()
+
+    def take(self, req: Recorded) -> bool:
+        if self._released.is_set() or not self.matches(req):
+            return False
+        with self._count:
+            self.arrived.append(req)
+            self._count.notify_all()
+        return True
+
+    def wait_arrived(self, count: int, timeout: float) -> list[Recorded]:
+        """The first `count` requests stopped here, once they have all arrived."""
+        with self._count:
+            if not self._count.wait_for(lambda: len(self.arrived) >= count, timeout):
+                raise AssertionError(
+                    f"{len(self.arrived)} of {count} requests reached the gate in {timeout}s"
+                )
+            return list(self.arrived[:count])
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # idle keep-alive connections must not pin threads forever
@@ -146,6 +214,12 @@ class FakeServer:
         # A test's hook, run as each request arrives (outside the lock), before the answer:
         # e.g. to make the bot's database stop answering at an exact step of a flow.
         self.on_request: Callable[[Recorded], None] | None = None
+        # Hooks run under the lock just before and after each answer is made: a test may
+        # change the fake for that one request, or file the answer as it sees fit.
+        self.before_answer: Callable[[Recorded], None] | None = None
+        self.after_answer: Callable[[Recorded, Reply], None] | None = None
+        self.answered = 0  # answers made so far
+        self._holds: list[Held] = []  # every hold asked for, released at the latest by stop()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> Self:
@@ -162,6 +236,7 @@ class FakeServer:
         return self
 
     def stop(self) -> None:
+        self.release_holds()
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -188,6 +263,10 @@ class FakeServer:
         raise NotImplementedError
 
     def _respond(self, req: Recorded) -> Reply:
+        with self._lock:
+            held = next((h for h in self._holds if h.take(req)), None)
+        if held is not None:
+            held.wait(self._stopping)
         with self._cond:
             self.requests.append(req)
             self._bump()
@@ -199,10 +278,15 @@ class FakeServer:
             self._stopping.wait(pause)
         with self._cond:
             try:
+                if self.before_answer is not None:
+                    self.before_answer(req)
                 reply = self.handle(req)
+                if self.after_answer is not None:
+                    self.after_answer(req, reply)
             except Exception:
                 self.errors.append(traceback.format_exc())
                 reply = text_reply(500, self.errors[-1])
+            self.answered += 1
             self._bump()
         return reply
 
@@ -236,6 +320,36 @@ class FakeServer:
         return None
 
     # -- test helpers --------------------------------------------------------------------------
+    def hold_next(self, matches: Callable[[Recorded], bool]) -> Held:
+        """Stop the next request that `matches` as it arrives, until `Held.release()`.
+
+        It is then recorded and answered as usual. `stop()` releases every hold, so a test
+        that fails midway never leaves a request (or the bot behind it) hanging.
+        """
+        held = Held(matches)
+        with self._lock:
+            self._holds.append(held)
+        return held
+
+    def hold_every(self, matches: Callable[[Recorded], bool]) -> Gate:
+        """Stop every request that `matches` until `Gate.release()` (then none any more)."""
+        gate = Gate(matches)
+        with self._lock:
+            self._holds.append(gate)
+        return gate
+
+    def release_holds(self) -> None:
+        """Let every held request go (teardown: before the bot behind them is stopped)."""
+        with self._lock:
+            holds = list(self._holds)
+        for held in holds:
+            held.release()
+
+    def forget(self) -> None:
+        """Drop the requests recorded so far (a long benchmark's lists grow without end)."""
+        with self._lock:
+            self.requests.clear()
+
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         """Return predicate()'s first truthy value, re-checking whenever a request arrives.
 

@@ -51,9 +51,7 @@ import hmac
 import html
 import re
 import secrets
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -148,41 +146,6 @@ class _Access:
     grant: _Grant | None
 
 
-# -- test hook (not a claim about Salesforce): a request held until the test releases it --
-
-
-class Held:
-    """A request the fake stopped as it arrived (see FakeSalesforce.hold_next)."""
-
-    def __init__(self, matches: Callable[[Recorded], bool]) -> None:
-        self.matches = matches
-        self.request: Recorded | None = None
-        self.arrived_at: float | None = None  # time.monotonic() when it arrived
-        self._reached = threading.Event()
-        self._released = threading.Event()
-
-    def wait_reached(self, timeout: float) -> Recorded:
-        """The held request, once it has arrived; fails after `timeout` seconds."""
-        if not self._reached.wait(timeout):
-            raise AssertionError(f"no request to hold arrived within {timeout}s")
-        assert self.request is not None
-        return self.request
-
-    @property
-    def reached(self) -> bool:
-        return self._reached.is_set()
-
-    def release(self) -> None:
-        self._released.set()
-
-    def wait(self, stopping: threading.Event) -> None:
-        """Block the fake's handler thread until released (or the fake stops)."""
-        self.arrived_at = time.monotonic()
-        self._reached.set()
-        while not self._released.wait(0.05) and not stopping.is_set():
-            pass
-
-
 def pkce_challenge(verifier: str) -> str:
     """S256 code challenge: base64url, no padding, of SHA-256(verifier)."""
     digest = hashlib.sha256(verifier.encode()).digest()
@@ -251,7 +214,6 @@ class FakeSalesforce(FakeServer):
         self._codes: dict[str, _Code] = {}
         self._grants: list[_Grant] = []  # oldest first
         self._access: dict[str, _Access] = {}
-        self._holds: list[Held] = []  # every hold asked for, released at the latest by stop()
 
     def __repr__(self) -> str:
         return f"<FakeSalesforce {self.name} {self._httpd and self.url}>"
@@ -315,41 +277,6 @@ class FakeSalesforce(FakeServer):
 
     def identity_url(self, user: SfUser) -> str:
         return f"{self.url}/id/{user.org_id}/{user.user_id}"
-
-    # -- test hook: holding one request ----------------------------------------------------
-    # Not a claim about Salesforce: a way for a test to stop the bot at an exact step of a
-    # flow (e.g. between the code exchange and the link's commit) and act meanwhile.
-
-    def hold_next(self, matches: Callable[[Recorded], bool]) -> Held:
-        """Stop the next request that `matches` as it arrives, until `Held.release()`.
-
-        It is then recorded and answered as usual. `stop()` releases every hold, so a test
-        that fails midway never leaves a request (or the bot behind it) hanging.
-        """
-        held = Held(matches)
-        with self._lock:
-            self._holds.append(held)
-        return held
-
-    def _respond(self, req: Recorded) -> Reply:
-        with self._lock:
-            held = next((h for h in self._holds if h.request is None and h.matches(req)), None)
-            if held is not None:
-                held.request = req  # taken: no other request matches it any more
-        if held is not None:
-            held.wait(self._stopping)
-        return super()._respond(req)
-
-    def release_holds(self) -> None:
-        """Let every held request go (teardown: before the bot behind them is stopped)."""
-        with self._lock:
-            holds = list(self._holds)
-        for held in holds:
-            held.release()
-
-    def stop(self) -> None:
-        self.release_holds()
-        super().stop()
 
     # -- routing -------------------------------------------------------------------------------
     def handle(self, req: Recorded) -> Reply:

@@ -296,6 +296,14 @@ class FakeSlack(FakeServer):
         self._tokens[bot_token] = _Token(bot_token, "bot", home, bot_user_id, DEFAULT_SCOPE)
         home.bot_token = bot_token
 
+    def forget(self) -> None:
+        """Drop the requests, calls and messages recorded so far (not workspaces, tokens
+        or response_urls: the fake's state goes on as before)."""
+        with self._lock:
+            super().forget()
+            for kept in (self.calls, self.messages, self.ephemerals, self.updates, self.views):
+                kept.clear()
+
     @property
     def api_url(self) -> str:
         return self.url + "/api/"

@@ -14,6 +14,7 @@ from slack_sdk.models.blocks import (
     ButtonElement,
     ConfirmObject,
     ContextBlock,
+    DividerBlock,
     HeaderBlock,
     InputBlock,
     MarkdownTextObject,
@@ -24,6 +25,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot import ids
+from bot.doctor import DoctorReport, Finding
 from bot.domain import (
     MAX_ACCOUNTS_PER_API_USER,
     AccountView,
@@ -34,6 +36,8 @@ from bot.domain import (
     LinkError,
     LinkResult,
     LinkStatus,
+    LoginClosed,
+    LoginEnd,
     LoginLink,
 )
 from bot.messages import API_USER_NEEDS, LOGIN_ADVICE, LOGIN_ERROR_HELP, describe
@@ -76,6 +80,11 @@ def _message(text: str, blocks: list[Block]) -> Message:
 # Zero-width spaces after mrkdwn's formatting characters: a value cannot open or close
 # bold, italics, strikethrough or code, and still looks the same.
 _FORMATTING = str.maketrans({c: c + "\u200b" for c in "*_~`"})
+
+
+def _said(text: str) -> Message:
+    """A message of one section, its text also the notification's."""
+    return _message(text, [_section(text)])
 
 
 def escape(value: str) -> str:
@@ -300,9 +309,9 @@ def custom_domain_modal(account_id: str, private_metadata: str) -> dict[str, Any
 def check_your_dms(account_id: str, environment: Environment) -> Message:
     text = (
         f":envelope: Check your DMs: I sent you a {environment.label} login link for VCC "
-        f"account *{_account(account_id)}*."
+        f"account *{_account(account_id)}*. This message will say how the login ends."
     )
-    return _message(text, [_section(text)])
+    return _said(text)
 
 
 def login_link(link: LoginLink) -> Message:
@@ -329,7 +338,8 @@ def login_link(link: LoginLink) -> Message:
             ),
             _context(
                 f":hourglass: This link expires in {minutes} minutes and works once, in one "
-                f"browser.\n:key: {API_USER_NEEDS}"
+                "browser; then this message says how the login ended.\n"
+                f":key: {API_USER_NEEDS}"
             ),
             _context(f":warning: {LOGIN_ERROR_HELP}"),
         ],
@@ -383,7 +393,83 @@ def login_dm_failed(error: str) -> Message:
         f":warning: I could not send you the login link in a DM (Slack said {_shown(error)}). "
         "Nothing was linked; run `/vcc link` again."
     )
-    return _message(text, [_section(text)])
+    return _said(text)
+
+
+# Ends after which trying again makes sense: the ended DM offers a new link. Not after a
+# link (a relink is /vcc link's, with its warnings) nor an unlink (someone chose it).
+_TRY_AGAIN = {LoginEnd.CANCELLED, LoginEnd.REFUSED, LoginEnd.EXPIRED, LoginEnd.USED}
+
+
+def _unfinished(closed: LoginClosed) -> tuple[str, str]:
+    """Fallback text and mrkdwn for a login that ended with no result to show."""
+    ctx = closed.context
+    account, env = _account(ctx.account_id), ctx.environment.label
+    if closed.end is LoginEnd.EXPIRED:
+        return f"The login link for VCC account {account} expired", (
+            f":hourglass: *Login link expired.* The {env} login link for VCC account "
+            f"*{account}* expired {_when(closed.expires_at)} without being used. Nothing "
+            "was linked."
+        )
+    return f"The login link for VCC account {account} was used", (
+        f":grey_question: *Login link used.* The {env} login link for VCC account "
+        f"*{account}* was used, but I could not tell how that login ended. "
+        f"`/vcc status {_code(ctx.account_id)}` shows whether the account is linked."
+    )
+
+
+def login_closed_dm(closed: LoginClosed) -> Message:
+    """The login DM once its login ended: what happened, and never the old login button;
+    where trying again makes sense, "Send me a new link" instead."""
+    account_id = closed.context.account_id
+    if closed.result is not None:
+        return linked_dm(closed.result)
+    if closed.end in (LoginEnd.EXPIRED, LoginEnd.USED):
+        fallback, text = _unfinished(closed)
+        ended = _message(fallback, [_section(text)])
+    else:  # cancelled, refused or withdrawn: the error says why, in plain words
+        ended = failure(closed.error or LinkError(), account_id)
+    if closed.end not in _TRY_AGAIN:
+        return ended
+    again = ActionsBlock(
+        elements=[
+            ButtonElement(
+                text="Send me a new link",
+                action_id=ids.LOGIN_AGAIN,
+                value=str(closed.attempt_id),
+                style="primary",
+            )
+        ]
+    )
+    return Message(text=ended.text, blocks=[*ended.blocks, again.to_dict()])
+
+
+def login_closed_reply(closed: LoginClosed) -> Message:
+    """What replaces "Check your DMs" once the login ended (the DM has the details)."""
+    ctx = closed.context
+    if closed.result is not None:
+        view = closed.result.account
+        verb = "relinked" if closed.result.relinked else "linked"
+        text = (
+            f":white_check_mark: VCC account *{_account(view.account_id)}* is {verb} to "
+            f"Salesforce org `{_code(view.org_id or '?')}` ({_env(view.environment)}) as API "
+            f"user {_shown(view.sf_username or '?')}."
+        )
+        return _said(text)
+    if closed.end in (LoginEnd.EXPIRED, LoginEnd.USED):
+        fallback, text = _unfinished(closed)
+        if closed.end is LoginEnd.EXPIRED:
+            text += f" Your DMs offer a new link, or run `/vcc link {_code(ctx.account_id)}`."
+        return _message(fallback, [_section(text)])
+    return failure(closed.error or LinkError(), ctx.account_id)
+
+
+def checking(account_id: str) -> Message:
+    """Shown in place of a status while its live check runs."""
+    text = (
+        f":hourglass_flowing_sand: Checking VCC account *{_account(account_id)}* with Salesforce…"
+    )
+    return _said(text)
 
 
 def not_allowed(action: str) -> Message:
@@ -391,7 +477,7 @@ def not_allowed(action: str) -> Message:
         f":no_entry: Only workspace admins and owners, or users listed in VCC_ADMIN_USERS, "
         f"can {action}. Nothing changed."
     )
-    return _message(text, [_section(text)])
+    return _said(text)
 
 
 # ---- /vcc status ---------------------------------------------------------------------
@@ -414,6 +500,7 @@ _EVENT_LABELS = {
     "recovered": "Recovered",
     "legacy_imported": "Imported as Legacy",
     "notice_failed": "Channel notice not delivered",
+    "channel_set": "Notification channel set",
 }
 
 
@@ -439,7 +526,7 @@ def _history(entries: list[AuditEntry], limit: int = 3) -> list[Block]:
 def history(account_id: str, entries: list[AuditEntry]) -> Message:
     if not entries:
         text = f"No history yet for VCC account *{_account(account_id)}*."
-        return _message(text, [_section(text)])
+        return _said(text)
     # Every event shown, over several sections when one would pass Slack's text limit.
     lines = [f"*History of VCC account {_account(account_id)}* (newest first)"]
     lines += [f"• {history_line(e)}" for e in entries[:_HISTORY_MOST]]
@@ -532,6 +619,15 @@ def status(
     return _message(f"VCC account {_account(view.account_id)}: Linked", blocks)
 
 
+def check_result(check: HealthCheck) -> str:
+    """A live check's outcome in a line (the Home tab shows it above the accounts)."""
+    line = _HEALTH_LINE[check.health].format(
+        reason=_shown(check.reason or "unknown reason.", _REASON),
+        account=_code(check.account.account_id),
+    )
+    return f"*{_account(check.account.account_id)}*: {line}"
+
+
 def recovered_notice(view: AccountView) -> Message:
     text = (
         f":large_green_circle: The Salesforce link of VCC account *{_account(view.account_id)}* "
@@ -621,6 +717,23 @@ def recovered_group_notice(views: list[AccountView]) -> Message:
 # ---- /vcc unlink ---------------------------------------------------------------------
 
 
+def _unlink_confirm(view: AccountView) -> ConfirmObject:
+    # Slack's confirm dialog takes plain_text only (mrkdwn is refused), so the account id
+    # is shown as is, not escaped.
+    linked = view.status == LinkStatus.LINKED
+    revoke = " The stored token is revoked at Salesforce." if linked else ""
+    return ConfirmObject(
+        title=PlainTextObject(text="Unlink from Salesforce?"),
+        text=PlainTextObject(
+            text=f"VCC account {_clip(view.account_id, _ID)} will stop looking up records and "
+            f"logging calls in Salesforce.{revoke}"
+        ),
+        confirm=PlainTextObject(text="Unlink"),
+        deny=PlainTextObject(text="Keep the link"),
+        style="danger",
+    )
+
+
 def unlink_warning(view: AccountView) -> Message:
     account = _account(view.account_id)
     revoke = (
@@ -643,18 +756,7 @@ def unlink_warning(view: AccountView) -> Message:
                         action_id=ids.UNLINK_CONFIRM,
                         value=view.account_id,
                         style="danger",
-                        # Slack's confirm dialog takes plain_text only (mrkdwn is refused), so
-                        # the account id is shown as is, not escaped.
-                        confirm=ConfirmObject(
-                            title=PlainTextObject(text="Unlink from Salesforce?"),
-                            text=PlainTextObject(
-                                text=f"VCC account {_clip(view.account_id, _ID)} will stop "
-                                "looking up records and logging calls in Salesforce."
-                            ),
-                            confirm=PlainTextObject(text="Unlink"),
-                            deny=PlainTextObject(text="Keep the link"),
-                            style="danger",
-                        ),
+                        confirm=_unlink_confirm(view),
                     ),
                     ButtonElement(
                         text="Cancel", action_id=ids.UNLINK_CANCEL, value=view.account_id
@@ -670,7 +772,7 @@ def unlinked_result(view: AccountView) -> Message:
         f":broken_chain: VCC account *{_account(view.account_id)}* is now *Unlinked*: VCC no "
         f"longer uses Salesforce for it. Link it again with `/vcc link {_code(view.account_id)}`."
     )
-    return _message(text, [_section(text)])
+    return _said(text)
 
 
 def unlinked_notice(view: AccountView, by_user: str) -> Message:
@@ -684,16 +786,16 @@ def unlinked_notice(view: AccountView, by_user: str) -> Message:
 
 def nothing_changed(account_id: str) -> Message:
     text = f"Nothing changed: VCC account *{_account(account_id)}* stays as it was."
-    return _message(text, [_section(text)])
+    return _said(text)
 
 
 def channel_unreachable(channel_id: str, error: str) -> Message:
     text = (
         f":mailbox_closed: I could not post the status notice in {_channel(channel_id)} "
-        f"({_shown(error)}). Invite me there with `/invite @VCC`, or run `/vcc link` from a "
-        "channel I am in to make it the notification channel."
+        f"({_shown(error)}). Invite me there with `/invite @VCC`, or run `/vcc channel ACCOUNT` "
+        "in a channel I am in to make it the notification channel."
     )
-    return _message(text, [_section(text)])
+    return _said(text)
 
 
 HELP = (
@@ -702,6 +804,9 @@ HELP = (
     "• `/vcc status [ACCOUNT]`: show the link and check it live with Salesforce\n"
     "• `/vcc unlink [ACCOUNT]`: remove the link (asks for confirmation)\n"
     "• `/vcc history [ACCOUNT]`: the last 10 events of the link (admins)\n"
+    "• `/vcc accounts`: every VCC account of this workspace and its link (also in my Home tab)\n"
+    "• `/vcc channel [ACCOUNT]`: post the account's notices in this channel (admins)\n"
+    "• `/vcc doctor`: check the bot's configuration and say what to fix (admins)\n"
     "• `/vcc help`: this help\n"
     "ACCOUNT is a VCC account id (letters, digits, `.`, `-`, `_`); without it, `default`. "
     "Linking and unlinking are for workspace admins."
@@ -709,7 +814,10 @@ HELP = (
 
 
 def help_message() -> Message:
-    return _message("vcc-bot: /vcc link | status | unlink | history | help", [_section(HELP)])
+    return _message(
+        "vcc-bot: /vcc link | status | unlink | history | accounts | channel | doctor | help",
+        [_section(HELP)],
+    )
 
 
 def connected_app_refused_dm(accounts: list[AccountView], problem: str) -> Message:
@@ -723,3 +831,268 @@ def connected_app_refused_dm(accounts: list[AccountView], problem: str) -> Messa
         f"{escape(problem)} I check again every interval and say nothing more about it today."
     )
     return _message("The bot's Salesforce connected app was refused", [_section(text)])
+
+
+# ---- the accounts overview: the Home tab and /vcc accounts ---------------------------
+
+HOME_PAGE_SIZE = 20  # accounts per Home page: 4 blocks each, and 5 around them, within 100
+ACCOUNTS_MOST = 45  # accounts listed by /vcc accounts: a section each, within 50 blocks
+
+_STATE = {
+    Health.HEALTHY: ":large_green_circle: *Linked*",
+    Health.BROKEN: ":red_circle: *Linked, broken*",
+    Health.UNKNOWN: ":white_circle: *Linked*",
+}
+
+
+def _state(view: AccountView) -> str:
+    if view.status == LinkStatus.LINKED:
+        return _STATE[view.health]
+    if view.status == LinkStatus.LEGACY:
+        return ":large_yellow_circle: *Legacy* (relink recommended)"
+    return ":heavy_minus_sign: *Unlinked*"
+
+
+def account_summary(view: AccountView) -> str:
+    """One account in a few lines: status, environment, org, API user, channel."""
+    lines = [f"*{_account(view.account_id)}* · {_state(view)}"]
+    if view.status != LinkStatus.UNLINKED:
+        lines.append(
+            f"{_env(view.environment)} · org `{_code(view.org_id or '?')}` · API user "
+            f"{_shown(view.sf_username or '?')}"
+        )
+    if view.status == LinkStatus.LINKED and view.health == Health.BROKEN:
+        lines.append(f"Broken: {_shown(view.health_reason or 'unknown reason', _REASON)}")
+    channel = _channel(view.notify_channel) if view.notify_channel else "no channel yet"
+    lines.append(f"Notices: {channel}")
+    return "\n".join(lines)
+
+
+def _checked(view: AccountView) -> str:
+    parts = []
+    if view.warnings:
+        missing = _listed([_shown(w) for w in view.warnings])
+        parts.append(f":warning: Missing recommended permissions: {missing}")
+    if view.status != LinkStatus.UNLINKED:
+        checked = _when(view.health_checked_at) if view.health_checked_at else "not yet"
+        parts.append(f"Last checked with Salesforce: {checked}")
+    return " · ".join(parts)
+
+
+def _home_buttons(view: AccountView) -> ActionsBlock:
+    relink = view.status != LinkStatus.UNLINKED
+    urgent = view.status != LinkStatus.LINKED or view.health == Health.BROKEN
+    elements = [
+        ButtonElement(
+            text="Relink" if relink else "Link",
+            action_id=ids.HOME_LINK,
+            value=view.account_id,
+            style="primary" if urgent else None,
+        )
+    ]
+    if view.status == LinkStatus.LINKED:
+        elements.append(
+            ButtonElement(text="Check now", action_id=ids.HOME_CHECK, value=view.account_id)
+        )
+    if view.status != LinkStatus.UNLINKED:
+        elements.append(
+            ButtonElement(
+                text="Unlink",
+                action_id=ids.HOME_UNLINK,
+                value=view.account_id,
+                style="danger",
+                confirm=_unlink_confirm(view),
+            )
+        )
+    return ActionsBlock(block_id=f"vcc_home_{_clip(view.account_id, _ID)}", elements=elements)
+
+
+def _attention(view: AccountView) -> tuple[int, str]:
+    """What needs an admin first: broken links, then Legacy, Linked, Unlinked; by id."""
+    if view.status == LinkStatus.LINKED:
+        rank = 0 if view.health == Health.BROKEN else 2
+    else:
+        rank = 1 if view.status == LinkStatus.LEGACY else 3
+    return rank, view.account_id
+
+
+def home_pages(count: int) -> int:
+    return max(1, -(-count // HOME_PAGE_SIZE))
+
+
+def home_view(
+    views: list[AccountView], *, admin: bool, page: int = 0, notice: str | None = None
+) -> dict[str, Any]:
+    """The Home tab: the workspace's accounts, those that need an admin first,
+    HOME_PAGE_SIZE a page; admins get buttons."""
+    pages = home_pages(len(views))
+    page = min(max(page, 0), pages - 1)
+    ordered = sorted(views, key=_attention)
+    shown = ordered[page * HOME_PAGE_SIZE : (page + 1) * HOME_PAGE_SIZE]
+    blocks: list[Block] = [HeaderBlock(text="VCC accounts and their Salesforce links")]
+    if notice:
+        blocks.append(_section(_fit(notice)))
+    who = (
+        "You are a workspace admin: you can link, relink, unlink and check accounts here."
+        if admin
+        else "Only workspace admins can link, relink or unlink accounts; this is a read-only view."
+    )
+    total = f"{len(views)} account{'s' if len(views) != 1 else ''}"
+    where = f" · page {page + 1} of {pages}" if pages > 1 else ""
+    blocks.append(_context(f"{total}{where}. {who}"))
+    if not views:
+        blocks.append(
+            _section(
+                "No VCC accounts yet. Run `/vcc link ACCOUNT` in the channel that should get "
+                "the account's notices."
+            )
+        )
+    for view in shown:
+        blocks.append(_section(_fit(account_summary(view))))
+        if line := _checked(view):
+            blocks.append(_context(_fit(line)))
+        if admin:
+            blocks.append(_home_buttons(view))
+        blocks.append(DividerBlock())
+    if pages > 1:
+        turns = []
+        if page > 0:
+            turns.append(
+                ButtonElement(text="Previous", action_id=ids.HOME_PREVIOUS, value=str(page - 1))
+            )
+        if page < pages - 1:
+            turns.append(ButtonElement(text="Next", action_id=ids.HOME_NEXT, value=str(page + 1)))
+        blocks.append(ActionsBlock(block_id="vcc_home_pages", elements=turns))
+    blocks.append(
+        _context(
+            "New account: `/vcc link ACCOUNT`. Move an account's notices: `/vcc channel "
+            "ACCOUNT` in the channel that should get them. Everything: `/vcc help`."
+        )
+    )
+    return View(type="home", blocks=blocks).to_dict()
+
+
+def accounts_message(views: list[AccountView]) -> Message:
+    """/vcc accounts: the Home tab's list, in a message."""
+    if not views:
+        text = "No VCC accounts yet in this workspace. Link one with `/vcc link ACCOUNT`."
+        return _said(text)
+    head = f"*{len(views)} VCC account{'s' if len(views) != 1 else ''}* in this workspace"
+    blocks: list[Block] = [_section(head)]
+    for view in sorted(views, key=_attention)[:ACCOUNTS_MOST]:
+        lines = account_summary(view)
+        if extra := _checked(view):
+            lines += f"\n{extra}"
+        blocks.append(_section(_fit(lines)))
+    more = len(views) - ACCOUNTS_MOST
+    tail = f"… and {more} more: every account is in my Home tab. " if more > 0 else ""
+    blocks.append(_context(f"{tail}Details and a live check: `/vcc status ACCOUNT`."))
+    return _message(f"{len(views)} VCC accounts", blocks)
+
+
+# ---- the notification channel --------------------------------------------------------
+
+
+def channel_set(view: AccountView) -> Message:
+    text = (
+        f":white_check_mark: The notices of VCC account *{_account(view.account_id)}* will be "
+        f"posted in {_channel(view.notify_channel or '')}."
+    )
+    return _said(text)
+
+
+def channel_chosen_notice(account_id: str, by_user: str) -> Message:
+    text = (
+        f":mega: This channel now gets the Salesforce link notices of VCC account "
+        f"*{_account(account_id)}* (chosen by {_actor(by_user)})."
+    )
+    return _said(text)
+
+
+def channel_refused(channel_id: str, error: str) -> Message:
+    text = (
+        f":mailbox_closed: I cannot post in {_channel(channel_id)} ({_shown(error)}), so it "
+        "cannot be the notification channel. Invite me with `/invite @VCC` and try again. "
+        "Nothing changed."
+    )
+    return _said(text)
+
+
+# ---- a broken link, to the admin who linked it ---------------------------------------
+
+_BROKEN_DM_MOST = 40  # a section with a Relink button each, within 50 blocks
+
+
+def broken_dm(views: list[AccountView]) -> Message:
+    """To the admin who linked these accounts: each is broken; Relink is one click away."""
+    count = len(views)
+    head = (
+        f":red_circle: The Salesforce link of VCC account *{_account(views[0].account_id)}*, "
+        "which you linked, is broken."
+        if count == 1
+        else f":red_circle: The Salesforce links of {count} VCC accounts you linked are broken."
+    )
+    blocks: list[Block] = [
+        _section(
+            f"{head} VCC cannot look up records or log calls for "
+            f"{'it' if count == 1 else 'them'} until {'it is' if count == 1 else 'each is'} "
+            "relinked."
+        )
+    ]
+    for view in views[:_BROKEN_DM_MOST]:
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=_fit(
+                        f"*{_account(view.account_id)}* · API user "
+                        f"{_shown(view.sf_username or '?')}\n"
+                        f"{_shown(view.health_reason or 'unknown reason', _REASON)}"
+                    )
+                ),
+                accessory=ButtonElement(
+                    text="Relink", action_id=ids.RELINK, value=view.account_id, style="primary"
+                ),
+            )
+        )
+    if count > _BROKEN_DM_MOST:
+        blocks.append(_context(f"… and {count - _BROKEN_DM_MOST} more: see my Home tab."))
+    return _message(
+        f"Salesforce link of VCC account {_account(views[0].account_id)} is broken"
+        if count == 1
+        else f"The Salesforce links of {count} VCC accounts you linked are broken",
+        blocks,
+    )
+
+
+def doctor_report(report: DoctorReport) -> Message:
+    """/vcc doctor: the problems first, each with what to do, then what passed."""
+    problems = report.problems
+    passed = [f for f in report.findings if f.passed]
+    count, total = len(problems), len(report.findings)
+
+    def title(finding: Finding) -> str:
+        where = f" {_channel(finding.channel)}" if finding.channel else ""
+        return f"*{_shown(finding.check)}*{where}"
+
+    if problems:
+        noun = "problem" if count == 1 else "problems"
+        head = f":warning: *{count} {noun} to fix* ({len(passed)} of {total} checks passed)"
+        text = f"vcc-bot doctor: {count} {noun} to fix"
+    else:
+        head = f":white_check_mark: *Everything passed* ({total} checks)"
+        text = "vcc-bot doctor: everything passed"
+    found: list[Block] = [HeaderBlock(text="vcc-bot doctor"), _section(head)]
+    found += _packed(
+        [
+            f":x: {title(f)}: {_shown(f.detail, _DETAIL)}"
+            + (f"\n>*Fix:* {_shown(f.fix, _DETAIL)}" if f.fix else "")
+            for f in problems
+        ],
+        _section,
+    )
+    ok = [f":white_check_mark: {title(f)}: {_shown(f.detail, _DETAIL)}" for f in passed]
+    found += _packed(ok, _context)
+    if len(found) > MESSAGE_BLOCKS:  # hundreds of channels: the rest is in the terminal
+        found = found[: MESSAGE_BLOCKS - 1]
+        found.append(_context("… and more: `vcc-bot doctor` prints every check."))
+    return _message(text, found)

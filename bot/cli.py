@@ -12,22 +12,27 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import httpx2
 import uvicorn
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     async_default_handlers,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 
 from bot.admins import AdminPolicy
 from bot.config import DatabaseSettings, Settings, SettingsError, load, load_settings
 from bot.crypto import TokenCipher, generate_key
+from bot.doctor import NOT_INSTALLED, ChannelInfo, ChannelLookup, Doctor, DoctorReport, render_text
 from bot.domain import AccountView, Environment, LinkError, parse_account_id
+from bot.home import HomeTab
 from bot.links import Background, Core, LinkHealth, LinkService, LoginFlow, compose
 from bot.logs import EscapingFormatter
 from bot.maintenance import (
@@ -42,6 +47,7 @@ from bot.monitor import HealthMonitor
 from bot.notify import SlackNotifier
 from bot.salesforce import SalesforceClient
 from bot.slack_app import BotIdentity, Services, SlackHttp, create_app
+from bot.slack_errors import slack_error
 from bot.slack_install import (
     BOT_SCOPES,
     ROTATE_MINUTES_BEFORE,
@@ -71,6 +77,8 @@ class Runtime:
     installations: EncryptedInstallationStore | None = None
     notifier: SlackNotifier | None = None
     http: SlackHttp | None = None
+    home: HomeTab | None = None
+    doctor: Doctor | None = None
 
     @property
     def links(self) -> LinkService:
@@ -93,6 +101,8 @@ class Runtime:
         await self.core.aclose(within=self.settings.shutdown_timeout)
         if self.notifier is not None:
             await self.notifier.aclose(within=self.settings.shutdown_timeout)
+        if self.home is not None:
+            await self.home.aclose(within=self.settings.shutdown_timeout)
         if self.http is not None:
             await self.http.aclose()
         await self.salesforce.aclose()
@@ -141,6 +151,7 @@ def build(
         transport=salesforce_transport,
     )
     notifier = SlackNotifier(clients)
+    doctor = _doctor(settings, db, cipher, salesforce, clients)
     core = compose(
         db=db,
         cipher=cipher,
@@ -157,6 +168,9 @@ def build(
     )
     identity = None if settings.many_workspaces else BotIdentity(slack_client)
     notifier.record_undelivered = core.links.record_undelivered
+    admins = AdminPolicy(settings.vcc_admin_users)
+    home = HomeTab(clients, core.links, admins)
+    notifier.on_change = home.changed
     bolt = create_app(
         client=slack_client,
         identity=identity,
@@ -167,9 +181,11 @@ def build(
             login=core.login,
             health=core.health,
             notifier=notifier,
-            admins=AdminPolicy(settings.vcc_admin_users),
+            admins=admins,
             installations=installations,
             http=http,
+            home=home,
+            doctor=doctor,
         ),
     )
     monitor = HealthMonitor(
@@ -190,6 +206,8 @@ def build(
         installations=installations,
         notifier=notifier,
         http=http,
+        home=home,
+        doctor=doctor,
     )
     runtime.web = create_web_app(
         login=core.login,
@@ -298,6 +316,14 @@ async def _serve_socket_mode(runtime: Runtime) -> None:
         await handler.close_async()
 
 
+def quiet_signals() -> None:
+    """uvicorn handles SIGTERM and SIGINT while it serves, then raises the signal again
+    under the handlers it found: with Python's defaults the process would die of it (exit
+    -15) after a clean shutdown. Handlers that do nothing let the command return 0."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+
+
 def serve(socket_mode: bool) -> int:
     settings = load_settings(socket_mode=socket_mode)
     configure_logging(settings.log_level)
@@ -311,11 +337,7 @@ def serve(socket_mode: bool) -> int:
     # What build() made lives as long as the process: keep it out of the collector's
     # full passes, which otherwise stall the event loop for 100 ms and more.
     gc.freeze()
-    # uvicorn handles SIGTERM and SIGINT while it serves, then raises the signal again
-    # under the handlers it found: with Python's defaults the process would die of it
-    # (exit -15) after a clean shutdown. Handlers that do nothing let serve() return 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
+    quiet_signals()
     try:
         if socket_mode:
             asyncio.run(_serve_socket_mode(runtime))
@@ -490,6 +512,88 @@ def unlink_command(team: str, account: str) -> int:
     return 0
 
 
+def _doctor(
+    settings: Settings,
+    db: Database,
+    cipher: TokenCipher,
+    salesforce: SalesforceClient,
+    clients: SlackClients,
+) -> Doctor:
+    return Doctor(
+        public_url=settings.public_url,
+        login_hosts={
+            Environment.PRODUCTION: settings.salesforce_production_url,
+            Environment.SANDBOX: settings.salesforce_sandbox_url,
+        },
+        salesforce=salesforce,
+        db=db,
+        cipher=cipher,
+        channels=_channel_lookup(clients),
+    )
+
+
+def _channel_lookup(clients: SlackClients) -> ChannelLookup:
+    """Slack's side of the doctor's channel check: conversations.info reads what the bot
+    may know of a channel (channels:read, groups:read) and posts nothing there."""
+
+    async def info(team_id: str, enterprise_id: str | None, channel_id: str) -> ChannelInfo:
+        client = await clients.client_for(team_id, enterprise_id)
+        if client is None:
+            return ChannelInfo(error=NOT_INSTALLED)
+        try:
+            response = await client.conversations_info(channel=channel_id)
+        except SlackApiError as exc:
+            return ChannelInfo(error=slack_error(exc))
+        except aiohttp.ClientError as exc:
+            return ChannelInfo(error=type(exc).__name__)
+        channel = response.get("channel") or {}
+        return ChannelInfo(
+            is_member=bool(channel.get("is_member")),
+            is_private=bool(channel.get("is_private")),
+            is_archived=bool(channel.get("is_archived")),
+        )
+
+    return info
+
+
+def doctor_command() -> int:
+    """Every check, over every workspace's accounts: exit 0 when all passed, 1 otherwise."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    try:
+        runtime: Runtime | None = build(settings)
+    except SQLAlchemyError as exc:
+        # The database did not answer while migrating: that is one of the findings, and the
+        # other checks still run (those that need the database say they could not).
+        log.warning("the database did not answer at start (%s)", type(exc).__name__)
+        runtime = None
+    if runtime is not None and runtime.doctor is not None:
+        doctor, db, close = runtime.doctor, runtime.db, runtime.aclose
+    else:
+        db = Database(create_db_engine(settings.database_url, timeout=settings.database_timeout))
+        salesforce = SalesforceClient(
+            client_id=settings.salesforce_client_id,
+            client_secret=settings.salesforce_client_secret.get_secret_value(),
+            redirect_uri=settings.salesforce_callback_url,
+        )
+        slack = OneWorkspace(AsyncWebClient(base_url=settings.slack_api_url))
+        doctor = _doctor(settings, db, TokenCipher(settings.encryption_keys), salesforce, slack)
+        close = salesforce.aclose
+
+    async def check() -> DoctorReport:
+        try:
+            return await doctor.run(None)
+        finally:
+            await close()
+
+    try:
+        report = asyncio.run(check())
+    finally:
+        db.dispose()
+    print(render_text(report))
+    return 0 if report.passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vcc-bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -522,6 +626,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     unlink_cmd.add_argument("--team", required=True, help="the Slack workspace (team id)")
     unlink_cmd.add_argument("account", help="the VCC account id")
+    sub.add_parser("doctor", help="check the configuration and say what to fix")
+    demo_cmd = sub.add_parser(
+        "demo", help="try the bot here, against stand-ins of Slack and Salesforce (no settings)"
+    )
+    demo_cmd.add_argument("--port", type=int, default=0, help="the bot's port (default: free)")
+    demo_cmd.add_argument(
+        "--side-port", type=int, default=0, help="the Slack side page's port (default: free)"
+    )
+    demo_cmd.add_argument("--no-browser", action="store_true", help="do not open a browser")
     args = parser.parse_args(argv)
     try:
         if args.command == "keygen":
@@ -539,9 +652,22 @@ def main(argv: list[str] | None = None) -> int:
             return accounts_command(args.team)
         if args.command == "unlink":
             return unlink_command(args.team, args.account)
+        if args.command == "doctor":
+            return doctor_command()
+        if args.command == "demo":
+            from bot import demo  # the stand-ins load only for the demo
+
+            return demo.run(
+                port=args.port, side_port=args.side_port, open_browser=not args.no_browser
+            )
         return serve(args.socket_mode)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
+        if args.command == "serve":
+            print(
+                "To try the bot first, without Slack or Salesforce: vcc-bot demo",
+                file=sys.stderr,
+            )
         return 2
 
 

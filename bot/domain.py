@@ -77,6 +77,7 @@ class AuditKind(StrEnum):
     RECOVERED = "recovered"
     LEGACY_IMPORTED = "legacy_imported"
     NOTICE_FAILED = "notice_failed"  # a channel notice Slack would not take
+    CHANNEL_SET = "channel_set"  # the notification channel chosen with /vcc channel
 
 
 class AttemptProblem(StrEnum):
@@ -263,6 +264,41 @@ class AuditEntry:
     detail: str | None
 
 
+class LoginEnd(StrEnum):
+    """How a login link's flow ended, as its login DM and the click's reply tell it."""
+
+    LINKED = "linked"
+    CANCELLED = "cancelled"  # Deny at Salesforce
+    REFUSED = "refused"  # Salesforce, the checks or the bot refused: the error says why
+    WITHDRAWN = "withdrawn"  # the account was unlinked after the link was sent
+    EXPIRED = "expired"  # nobody used it in time
+    USED = "used"  # opened and called back, but its end was never told (a callback cut short)
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A message the bot posted, by its channel and timestamp (how Slack names a message)."""
+
+    channel: str
+    ts: str
+
+
+@dataclass(frozen=True)
+class LoginClosed:
+    """A login that ended, told once where it began: its login DM and the click's reply."""
+
+    context: LoginContext
+    end: LoginEnd
+    attempt_id: int  # the ended login, for "Send me a new link"
+    started_at: datetime  # when the link was sent: the click's response_url is as old
+    expires_at: datetime
+    dm: SentMessage | None = None
+    # The click's response_url: a capability to post as the bot there, so never shown.
+    reply_to: str | None = field(default=None, repr=False)
+    result: LinkResult | None = None  # LINKED
+    error: LinkError | None = None  # CANCELLED, REFUSED, WITHDRAWN
+
+
 class Notifier(Protocol):
     """What the core tells people; the Slack implementation lives in bot.notify."""
 
@@ -277,6 +313,9 @@ class Notifier(Protocol):
     async def connected_app_refused(
         self, user_id: str, accounts: list[AccountView], problem: str
     ) -> None: ...
+    async def login_closed(self, closed: LoginClosed) -> None:
+        """The login DM and the click's reply show how the login ended (and a linked
+        account's channel hears of it, as with `linked`)."""
 
 
 def parse_account_id(value: str | None) -> str:

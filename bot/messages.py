@@ -62,6 +62,14 @@ _LINK_PROBLEMS = {
     ),
 }
 
+_LINK_PROBLEM_TITLES = {
+    AttemptProblem.UNKNOWN: "Login link not valid",
+    AttemptProblem.EXPIRED: "Login link expired",
+    AttemptProblem.USED: "Login link already used",
+    AttemptProblem.OTHER_BROWSER: "Login started in another browser",
+    AttemptProblem.WITHDRAWN: "Login link withdrawn",
+}
+
 UNDECRYPTABLE = "The stored token cannot be decrypted with any key in VCC_ENCRYPTION_KEY; relink."
 NOT_REACHED = "Salesforce could not be reached."
 NOT_IN_TIME = "Salesforce did not answer in time; the check goes on and its result is recorded."
@@ -227,7 +235,7 @@ def describe(error: LinkError) -> tuple[str, str]:
     """A short title and an explanation an admin can act on."""
     match error:
         case LoginLinkProblem(problem=problem):
-            return "Link not valid", _LINK_PROBLEMS[problem]
+            return _LINK_PROBLEM_TITLES[problem], _LINK_PROBLEMS[problem]
         case LoginCancelled():
             return "Linking cancelled", (
                 "You did not allow access in Salesforce, so nothing was linked. "
@@ -269,7 +277,8 @@ def describe(error: LinkError) -> tuple[str, str]:
         case ForgedResponse():
             return "Answer could not be verified", (
                 "Salesforce's answer did not carry a valid signature for this connected "
-                "app, so it was refused and nothing was linked. Check SALESFORCE_CLIENT_SECRET."
+                "app, so it was refused and nothing was linked. Tell the bot's operator to check "
+                "SALESFORCE_CLIENT_SECRET, then run /vcc link again."
             )
         case MissingPermissions(username=username, missing=missing):
             return "Permissions missing", (
@@ -312,3 +321,43 @@ def describe(error: LinkError) -> tuple[str, str]:
                 f"{value!r} is not a VCC account id: use 1 to 64 letters, digits, '.', '-' or '_'."
             )
     return "Something went wrong", "Nothing changed. Try again."
+
+
+# ---- the browser's pages (bot/web.py) ------------------------------------------------------
+
+PAGE_BRAND = "VCC · Salesforce link"
+CONTINUE_ADVICE = (
+    'Use the API user\'s own username and password. Do not use "Log in as another user" '
+    "from an admin session: Salesforce would link the wrong user."
+)
+LINKED_TITLE = "Linked — you can close this window"
+LINKED_DETAILS = "The details are in your Slack DMs."
+# On a page, trying again means a new login link: the one just used may be spent.
+PAGE_RETRY = "To try again, run /vcc link in Slack for a new login link."
+
+
+def continue_title(account_id: str) -> str:
+    return f"Link VCC account {account_id}"
+
+
+def continue_steps(environment: str) -> str:
+    return (
+        f"Continue to Salesforce {environment}, log in directly as the API user, and click "
+        "Allow. You come back to this window when it is done."
+    )
+
+
+def continue_button(environment: str) -> str:
+    return f"Continue to Salesforce {environment}"
+
+
+def linked_summary(account_id: str, org_id: str | None, username: str | None) -> str:
+    return f"VCC account {account_id} is linked to Salesforce org {org_id} as API user {username}."
+
+
+def describe_on_page(error: LinkError) -> tuple[str, str]:
+    """describe() for a browser page: every one says what happened and what to do next."""
+    title, detail = describe(error)
+    if isinstance(error, SalesforceDown | Busy | DatabaseDown):
+        detail = f"{detail} {PAGE_RETRY}"
+    return title, detail

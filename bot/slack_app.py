@@ -22,6 +22,8 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import listeners
 from bot.admins import AdminPolicy
+from bot.doctor import Doctor
+from bot.home import HomeTab
 from bot.links import LinkHealth, LinkService, LoginFlow
 from bot.listeners.common import Work
 from bot.notify import SlackNotifier
@@ -88,6 +90,8 @@ class Services:
     installations: EncryptedInstallationStore | None = None
     http: SlackHttp | None = None
     work: Work = field(default_factory=Work)
+    doctor: Doctor | None = None  # /vcc doctor's checks
+    home: HomeTab | None = None
 
 
 class BotIdentity:

@@ -39,7 +39,17 @@ Found = TypeVar("Found", Bot, Installation)
 
 # What the bot asks Slack for at install (manifest.yml's oauth_config.scopes.bot; a test
 # keeps the two in step).
-BOT_SCOPES = ("commands", "chat:write", "chat:write.public", "im:write", "users:read")
+BOT_SCOPES = (
+    "commands",
+    "chat:write",
+    "chat:write.public",
+    "im:write",
+    "users:read",
+    # conversations.info, read only: whether the bot can post in a notification channel
+    # (/vcc doctor), without posting there. Public channels need the first, private the second.
+    "channels:read",
+    "groups:read",
+)
 TOKEN_FIELDS = ("bot_token", "bot_refresh_token", "user_token", "user_refresh_token")
 # Rotate a bot token this long before it expires (bolt's default for requests, too).
 ROTATE_MINUTES_BEFORE = 120

@@ -32,9 +32,14 @@ ACTIONS = frozenset(
         ids.RELINK,
         ids.CHECK_NOW,
         ids.LOGIN_OPEN,
+        ids.LOGIN_AGAIN,
         ids.UNLINK_CONFIRM,
         ids.UNLINK_CANCEL,
     }
+)
+# Buttons of the Home tab: clicked in a view, with neither channel nor response_url.
+HOME_ACTIONS = frozenset(
+    {ids.HOME_LINK, ids.HOME_CHECK, ids.HOME_UNLINK, ids.HOME_PREVIOUS, ids.HOME_NEXT}
 )
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Text = Annotated[str, Field(max_length=65_536)]  # the body limit bounds it anyway
@@ -59,7 +64,7 @@ class _Action(_Shape):
     @field_validator("action_id")
     @classmethod
     def _ours(cls, value: str) -> str:
-        if value not in ACTIONS:
+        if value not in ACTIONS and value not in HOME_ACTIONS:
             raise ValueError("not an action of this app")
         return value
 
@@ -79,7 +84,10 @@ class _BlockActions(_Shape):
         user_team = (self.user.model_extra or {}).get("team_id")
         if self.team is None and not isinstance(user_team, str):
             raise ValueError("no workspace")
-        if self.channel is None and not isinstance(self.container.get("channel_id"), str):
+        if self.actions[0].action_id in HOME_ACTIONS:
+            if self.container.get("type") != "view":
+                raise ValueError("a Home tab button outside a view")
+        elif self.channel is None and not isinstance(self.container.get("channel_id"), str):
             raise ValueError("no channel")
         return self
 
@@ -116,8 +124,16 @@ class _ViewSubmission(_Shape):
 
 
 class _Event(_Shape):
-    type: Literal["app_uninstalled", "tokens_revoked"]
+    type: Literal["app_uninstalled", "tokens_revoked", "app_home_opened"]
     tokens: dict[str, list[str]] | None = None
+    user: Id | None = None  # app_home_opened: who opened the tab
+    tab: Text | None = None
+
+    @model_validator(mode="after")
+    def _who(self) -> _Event:
+        if self.type == "app_home_opened" and self.user is None:
+            raise ValueError("app_home_opened without a user")
+        return self
 
 
 class _EventCallback(_Shape):

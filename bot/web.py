@@ -6,6 +6,8 @@ The only module that imports the web framework.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import html
 import logging
 import time
@@ -28,7 +30,17 @@ from bot.domain import AttemptProblem, DatabaseDown, LinkError, LoginLinkProblem
 from bot.limits import RequestLimits
 from bot.links import Callback, LoginFlow, LoginPreview
 from bot.logs import escape_controls
-from bot.messages import LOGIN_ADVICE, describe
+from bot.messages import (
+    CONTINUE_ADVICE,
+    LINKED_DETAILS,
+    LINKED_TITLE,
+    PAGE_BRAND,
+    continue_button,
+    continue_steps,
+    continue_title,
+    describe_on_page,
+    linked_summary,
+)
 from bot.slack_requests import MalformedRequest, normalise
 
 log = logging.getLogger(__name__)
@@ -38,20 +50,78 @@ BROWSER_COOKIE = "vcc_browser"
 COOKIE_MAX_AGE = 600  # the login link's lifetime: the binding is useless after it
 LOGIN_PREFIX = "/salesforce/login/"
 
+# The pages are small and self-contained: no third-party resource, readable on a phone,
+# and readable by a screen reader (one h1; the status said in words, the icon hidden).
+# Colours meet WCAG AA on the white card: body text 17:1, headings and button at least 5:1.
+_STYLE = """\
+*{box-sizing:border-box}
+html{color-scheme:light}
+body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;
+padding:1rem;font:1rem/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",
+sans-serif;color:#1d1c1d;background:#f4f5f7}
+main{width:100%;max-width:34rem;padding:2rem 1.5rem;color:#1d1c1d;background:#ffffff;
+border:1px solid #dddee1;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.06)}
+.brand{margin:0 0 1.25rem;font-size:.875rem;font-weight:600;color:#5e5d60}
+h1{display:flex;align-items:center;gap:.6rem;margin:0 0 1rem;font-size:1.375rem;
+line-height:1.3;color:#1d1c1d}
+h1 svg{flex:none;width:1.75rem;height:1.75rem}
+.ok h1{color:#00704f}
+.error h1{color:#b42318}
+p{margin:.75rem 0;overflow-wrap:anywhere}
+button{display:block;width:100%;min-height:48px;margin:1.5rem 0 0;padding:.75rem 1.25rem;
+font:inherit;font-weight:600;color:#ffffff;background:#00704f;border:0;border-radius:8px;
+cursor:pointer}
+button:hover{color:#ffffff;background:#005c41}
+button:focus-visible{outline:3px solid #0b57d0;outline-offset:3px}
+@media (min-width:36rem){main{padding:2.5rem 3rem}}
+"""
+
+_ICONS = {  # drawn inline (no request); the heading's words carry the meaning
+    "ok": '<circle cx="12" cy="12" r="12" fill="currentColor"/><path d="M6.8 12.4l3.4 3.4 '
+    '7-7.2" fill="none" stroke="#fff" stroke-width="2.6" stroke-linecap="round" '
+    'stroke-linejoin="round"/>',
+    "error": '<circle cx="12" cy="12" r="12" fill="currentColor"/><path d="M12 6.5v7" '
+    'stroke="#fff" stroke-width="2.6" stroke-linecap="round"/><circle cx="12" cy="17.4" '
+    'r="1.5" fill="#fff"/>',
+}
+
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · VCC</title>
-<style>
-body{{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;background:#f4f5f7;margin:0;
-display:flex;min-height:100vh;align-items:center;justify-content:center;color:#1d1c1d}}
-main{{background:#fff;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08);
-padding:2rem 2.5rem;max-width:34rem}}
-h1{{font-size:1.4rem;margin:0 0 .75rem;color:{colour}}}
-p{{line-height:1.5;margin:.5rem 0}}
-</style></head>
-<body><main><h1>{title}</h1>{paragraphs}</main></body></html>
+<style>{style}</style></head>
+<body><main class="{tone}"><p class="brand">{brand}</p>
+<h1>{icon}{title}</h1>{paragraphs}</main>{script}</body></html>
 """
+
+# What VCC's own OAuth window does once it is done. Browsers only let a script close a
+# window that a script opened, so the page also says that the window can be closed.
+CLOSE_SCRIPT = "window.close()"
+
+
+def csp_source(source: str) -> str:
+    """A CSP hash source allowing exactly this inline script or style."""
+    digest = hashlib.sha256(source.encode()).digest()
+    return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+
+# The pages show results only: nothing loaded from elsewhere, no framing, no form posted
+# except the continue page's own, nothing cached, and no Referer that could carry the
+# callback's code elsewhere.
+_CSP = {
+    "default-src": "'none'",
+    "style-src": csp_source(_STYLE),
+    "base-uri": "'none'",
+    "form-action": "'none'",
+    "frame-ancestors": "'none'",
+}
+
+
+def content_security_policy(**directives: str) -> str:
+    """The pages' policy, with directives (script_src=...) added or replaced."""
+    merged = {**_CSP, **{name.replace("_", "-"): v for name, v in directives.items()}}
+    return "; ".join(f"{name} {value}" for name, value in merged.items())
+
 
 _PROBLEM_STATUS = {
     AttemptProblem.UNKNOWN: 400,
@@ -61,10 +131,8 @@ _PROBLEM_STATUS = {
     AttemptProblem.WITHDRAWN: 410,
 }
 
-# The pages show results only: no scripts, no framing, nothing cached, and no Referer
-# that could carry the callback's code elsewhere.
 _PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Content-Security-Policy": content_security_policy(),
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -72,19 +140,43 @@ _PAGE_HEADERS = {
 }
 
 
+def _render(
+    title: str,
+    paragraphs: tuple[str, ...],
+    *,
+    tone: str,
+    status: int,
+    form: str = "",
+    script: str = "",
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    icon = _ICONS.get(tone, "")
+    content = _PAGE.format(
+        title=html.escape(title),
+        style=_STYLE,
+        tone=tone,
+        brand=html.escape(PAGE_BRAND),
+        icon=f'<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">{icon}</svg>'
+        if icon
+        else "",
+        paragraphs="".join(f"<p>{html.escape(p)}</p>" for p in paragraphs) + form,
+        script=f"<script>{script}</script>" if script else "",
+    )
+    headers = dict(headers or _PAGE_HEADERS)
+    if script:
+        headers["Content-Security-Policy"] += f"; script-src {csp_source(script)}"
+    return HTMLResponse(content, status_code=status, headers=headers)
+
+
 def page(
     title: str,
     *paragraphs: str,
     status: int = 200,
     ok: bool = True,
-    form: str = "",
-    headers: dict[str, str] | None = None,
+    script: str = "",
 ) -> HTMLResponse:
-    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs) + form
-    content = _PAGE.format(
-        title=html.escape(title), paragraphs=body, colour="#007a5a" if ok else "#b42318"
-    )
-    return HTMLResponse(content, status_code=status, headers=headers or _PAGE_HEADERS)
+    """A result: done (`ok`) or failed, in a few plain paragraphs."""
+    return _render(title, paragraphs, tone="ok" if ok else "error", status=status, script=script)
 
 
 def origin_of(url: str) -> str:
@@ -99,24 +191,27 @@ def continue_page(preview: LoginPreview) -> HTMLResponse:
     """
     label = preview.environment.label
     form = (
-        '<form method="post"><button type="submit" style="font-size:1rem;padding:.6rem '
-        '1.2rem;border-radius:6px;border:0;background:#007a5a;color:#fff;cursor:pointer">'
-        f"Continue to Salesforce {html.escape(label)}</button></form>"
+        f'<form method="post"><button type="submit">{html.escape(continue_button(label))}'
+        "</button></form>"
     )
     # Browsers apply form-action to the redirect after the POST too: allow that host only.
-    csp = f"{_PAGE_HEADERS['Content-Security-Policy']}; form-action 'self' "
-    csp += origin_of(preview.login_host)
-    return page(
-        f"Link VCC account {preview.account_id}",
-        f"Log in to Salesforce {label} directly as the API user, then click Allow.",
-        LOGIN_ADVICE,
+    csp = content_security_policy(form_action=f"'self' {origin_of(preview.login_host)}")
+    # Under no-referrer a browser sends the form's POST with "Origin: null" (Fetch standard,
+    # "append a request Origin header"), which open_login refuses. same-origin still sends
+    # no Referer, so not the link's token, to Salesforce.
+    headers = {**_PAGE_HEADERS, "Content-Security-Policy": csp, "Referrer-Policy": "same-origin"}
+    return _render(
+        continue_title(preview.account_id),
+        (continue_steps(label), CONTINUE_ADVICE),
+        tone="step",
+        status=200,
         form=form,
-        headers={**_PAGE_HEADERS, "Content-Security-Policy": csp},
+        headers=headers,
     )
 
 
 def error_page(error: LinkError) -> HTMLResponse:
-    title, detail = describe(error)
+    title, detail = describe_on_page(error)
     status = 400
     if isinstance(error, LoginLinkProblem):
         status = _PROBLEM_STATUS[error.problem]
@@ -269,10 +364,10 @@ def create_web_app(
             return error_page(exc)
         view = result.account
         return page(
-            "Linked — you can close this window",
-            f"VCC account {view.account_id} is linked to Salesforce org {view.org_id} as "
-            f"API user {view.sf_username}.",
-            "The details are in your Slack DMs.",
+            LINKED_TITLE,
+            linked_summary(view.account_id, view.org_id, view.sf_username),
+            LINKED_DETAILS,
+            script=CLOSE_SCRIPT,
         )
 
     async def healthz(_: Request) -> Response:

@@ -172,12 +172,15 @@ class LoginAttempt(SQLModel, table=True):
     """One login link sent to an admin; becomes an OAuth state once a browser opens it.
 
     Only hashes of the link token, the state and the browser cookie are kept, so a
-    database dump cannot be replayed; the PKCE verifier is needed in clear later and is
-    therefore encrypted.
+    database dump cannot be replayed; the PKCE verifier and the click's response_url are
+    needed in clear later and are therefore encrypted.
     """
 
     __tablename__ = "login_attempt"
-    __table_args__ = (Index("ix_login_attempt_account", "team_id", "account_id"),)
+    __table_args__ = (
+        Index("ix_login_attempt_account", "team_id", "account_id"),
+        Index("ix_login_attempt_open", "closed_at", "expires_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     link_hash: str = Field(max_length=64, unique=True)
@@ -195,6 +198,13 @@ class LoginAttempt(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=_ts(nullable=False))
     consumed_at: datetime | None = Field(default=None, sa_column=_ts())
     withdrawn_at: datetime | None = Field(default=None, sa_column=_ts())  # unlinked meanwhile
+    # Where the login was offered, so that its end is told there: the login DM, and the
+    # click's response_url (it replaces "Check your DMs"; a capability, so encrypted).
+    dm_channel: str | None = Field(default=None, max_length=32)
+    dm_ts: str | None = Field(default=None, max_length=32)
+    reply_url_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    # When its end was told (or claimed for telling): by its callback, or by a sweep.
+    closed_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
 class OnceKey(SQLModel, table=True):
@@ -205,6 +215,19 @@ class OnceKey(SQLModel, table=True):
 
     key_hash: str = Field(max_length=64, primary_key=True)
     expires_at: datetime = Field(sa_column=_ts(nullable=False))
+
+
+class HomeViewer(SQLModel, table=True):
+    """Someone who opened the bot's Home tab: it is published again for them on a change."""
+
+    __tablename__ = "home_viewer"
+    __table_args__ = (Index("ix_home_viewer_opened", "team_id", "opened_at"),)
+
+    team_id: str = Field(max_length=32, primary_key=True)
+    user_id: str = Field(max_length=32, primary_key=True)
+    enterprise_id: str | None = Field(default=None, max_length=32)
+    opened_at: datetime = Field(sa_column=_ts(nullable=False))
+    page: int = Field(default=0)  # the page they last turned to
 
 
 class RateWindow(SQLModel, table=True):

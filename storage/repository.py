@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, or_, update
+from sqlalchemy import ColumnElement, and_, delete, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -25,6 +25,7 @@ from bot.domain import (
 from storage.models import (
     ApiUser,
     AuditEvent,
+    HomeViewer,
     LinkFields,
     LoginAttempt,
     OnceKey,
@@ -290,6 +291,75 @@ def withdraw_workspace_attempts(
     return int(result.rowcount)
 
 
+# ---- login messages: where a login was offered, told once how it ended --------------------
+
+
+def record_login_messages(
+    session: Session,
+    *,
+    link_hash: str,
+    dm_channel: str,
+    dm_ts: str,
+    reply_url_encrypted: str | None,
+) -> None:
+    """Where a login link was offered: its DM, and the click's response_url (encrypted)."""
+    session.exec(
+        update(LoginAttempt)
+        .where(col(LoginAttempt.link_hash) == link_hash)
+        .values(dm_channel=dm_channel, dm_ts=dm_ts, reply_url_encrypted=reply_url_encrypted)
+    )
+
+
+def get_login_attempt(session: Session, *, attempt_id: int) -> LoginAttempt | None:
+    return session.get(LoginAttempt, attempt_id)
+
+
+def claim_login_close(session: Session, *, attempt_id: int, now: datetime) -> LoginAttempt | None:
+    """Take the telling of a login's end: one conditional UPDATE whose row count says
+    whether this caller won, so a callback and the sweeps of several replicas tell it
+    once. The row (where to tell it) for the winner; None for the others."""
+    result = session.exec(
+        update(LoginAttempt)
+        .where(col(LoginAttempt.id) == attempt_id, col(LoginAttempt.closed_at).is_(None))
+        .values(closed_at=now)
+    )
+    if result.rowcount != 1:
+        return None
+    return session.exec(select(LoginAttempt).where(LoginAttempt.id == attempt_id)).one()
+
+
+def ended_login_attempts(
+    session: Session, *, now: datetime, used_before: datetime, limit: int
+) -> list[LoginAttempt]:
+    """Logins that ended with nobody to tell it, offered somewhere and not told yet:
+    expired or withdrawn before a browser called back, or called back before
+    `used_before` by a callback that never told its end (a process that died)."""
+    return list(
+        session.exec(
+            select(LoginAttempt)
+            .where(
+                col(LoginAttempt.closed_at).is_(None),
+                or_(
+                    col(LoginAttempt.dm_ts).is_not(None),
+                    col(LoginAttempt.reply_url_encrypted).is_not(None),
+                ),
+                or_(
+                    and_(
+                        col(LoginAttempt.consumed_at).is_(None),
+                        or_(
+                            col(LoginAttempt.expires_at) <= now,
+                            col(LoginAttempt.withdrawn_at).is_not(None),
+                        ),
+                    ),
+                    col(LoginAttempt.consumed_at) < used_before,
+                ),
+            )
+            .order_by(col(LoginAttempt.id))
+            .limit(limit)
+        ).all()
+    )
+
+
 # ---- links -----------------------------------------------------------------------------
 
 
@@ -383,9 +453,13 @@ def save_link(
         replaced_host=account.login_host,
         health_before=Health(account.health),
     )
+    # The notification channel is chosen explicitly (/vcc channel); a link run elsewhere
+    # only sets it for an account that has none yet.
+    channel = account.notify_channel or link.notify_channel
     account.sqlmodel_update(
         link,
         update={
+            "notify_channel": channel,
             "enterprise_id": enterprise_id,
             "api_user_slot": slot,
             "status": LinkStatus.LINKED,
@@ -787,4 +861,74 @@ def import_legacy_account(
         now=now,
         org_id=org_id,
         sf_username=sf_username,
+    )
+
+
+# ---- the notification channel and the Home tab ---------------------------------------
+
+
+def set_notify_channel(
+    session: Session,
+    *,
+    team_id: str,
+    account_id: str,
+    channel_id: str,
+    now: datetime,
+    enterprise_id: str | None = None,
+) -> tuple[VccAccount, str | None]:
+    """Make `channel_id` the account's notification channel (the account is created
+    Unlinked if it is new). Returns the account and the channel it had before."""
+    account = get_account(session, team_id=team_id, account_id=account_id, for_update=True)
+    if account is None:
+        account = VccAccount(team_id=team_id, account_id=account_id, enterprise_id=enterprise_id)
+    before = account.notify_channel
+    account.notify_channel = channel_id
+    account.updated_at = now
+    session.add(account)
+    session.flush()
+    return account, before
+
+
+def note_home_viewer(
+    session: Session,
+    *,
+    team_id: str,
+    user_id: str,
+    enterprise_id: str | None,
+    now: datetime,
+    page: int | None = None,
+) -> int:
+    """Remember who opened the Home tab (and, with `page`, the page they turned to);
+    returns the page to show them."""
+    viewer = session.get(HomeViewer, (team_id, user_id))
+    if viewer is None:
+        _insert_ignoring_conflict(
+            session,
+            HomeViewer,
+            team_id=team_id,
+            user_id=user_id,
+            enterprise_id=enterprise_id,
+            opened_at=now,
+            page=page or 0,
+        )
+        return page or 0
+    viewer.opened_at = now
+    viewer.enterprise_id = enterprise_id
+    if page is not None:
+        viewer.page = page
+    session.add(viewer)
+    return viewer.page
+
+
+def home_viewers(
+    session: Session, *, team_id: str, since: datetime, limit: int
+) -> list[HomeViewer]:
+    """Who opened the workspace's Home tab since `since`, most recent first."""
+    return list(
+        session.exec(
+            select(HomeViewer)
+            .where(HomeViewer.team_id == team_id, col(HomeViewer.opened_at) >= since)
+            .order_by(col(HomeViewer.opened_at).desc())
+            .limit(limit)
+        )
     )

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-from bot import blocks, messages
+from bot import blocks, ids, messages
 from bot.domain import (
     AccountView,
     ApiUserLimit,
@@ -321,6 +321,19 @@ BUILDERS_TESTED = {
     "connected_app_refused_dm",
     "broken_group_notice",
     "recovered_group_notice",
+    # The accounts overview, the notification channel, the broken-link DM (below).
+    "home_view",
+    "accounts_message",
+    "channel_set",
+    "channel_chosen_notice",
+    "channel_refused",
+    "broken_dm",
+    # /vcc doctor: its limits and escaping are tested in tests/test_doctor.py.
+    "doctor_report",
+    # A login's end and a live check under way: tested in tests/test_login_messages.py.
+    "login_closed_dm",
+    "login_closed_reply",
+    "checking",
 }
 
 
@@ -546,9 +559,79 @@ def test_the_unlink_confirm_dialog_is_all_plain_text(account_id):
         "text": {
             "type": "plain_text",
             "text": f"VCC account {account_id} will stop looking up records and logging "
-            "calls in Salesforce.",
+            "calls in Salesforce. The stored token is revoked at Salesforce.",
         },
         "confirm": {"type": "plain_text", "text": "Unlink"},
         "deny": {"type": "plain_text", "text": "Keep the link"},
         "style": "danger",
     }
+
+
+# ---- the accounts overview, the notification channel, the broken-link DM ----------------
+
+
+def check_home(view: dict[str, Any]) -> None:
+    assert view["type"] == "home"
+    assert 0 < len(view["blocks"]) <= VIEW_BLOCKS
+    check_blocks(view["blocks"])
+    block_ids = [b["block_id"] for b in view["blocks"] if "block_id" in b]
+    assert len(block_ids) == len(set(block_ids))  # Slack refuses a view repeating one
+
+
+@settings(no_deadline, max_examples=30)
+@given(st.lists(account_views(), max_size=60, unique_by=lambda v: v.account_id), st.booleans())
+def test_the_home_tab_keeps_within_slacks_limits_on_every_page(views, admin):
+    pages = blocks.home_pages(len(views))
+    for page in range(pages):
+        check_home(blocks.home_view(views, admin=admin, page=page, notice="*done*"))
+    shown = [
+        b["block_id"].removeprefix("vcc_home_")
+        for page in range(pages)
+        for b in blocks.home_view(views, admin=True, page=page)["blocks"]
+        if b.get("block_id", "").startswith("vcc_home_") and b["block_id"] != "vcc_home_pages"
+    ]
+    assert sorted(shown) == sorted(v.account_id for v in views)  # each once, on some page
+
+
+def test_the_home_tab_shows_broken_links_first_and_buttons_to_admins_only():
+    broken = linked_view(account_id="zeta", health=Health.BROKEN, health_reason="invalid_grant")
+    views = [linked_view(account_id="alpha"), broken]
+    admin = blocks.home_view(views, admin=True)
+    text = text_of(admin)
+    assert text.index("*zeta*") < text.index("*alpha*")
+    assert "Broken: invalid_grant" in text
+    assert any(b["type"] == "actions" for b in admin["blocks"])
+    member = blocks.home_view(views, admin=False)
+    assert not any(b["type"] == "actions" for b in member["blocks"])
+    assert "read-only" in text_of(member)
+
+
+@settings(no_deadline, max_examples=30)
+@given(st.lists(account_views(), max_size=80, unique_by=lambda v: v.account_id))
+def test_the_accounts_list_keeps_within_slacks_limits(views):
+    posted = check_message(blocks.accounts_message(views))
+    if len(views) > blocks.ACCOUNTS_MOST:
+        assert f"and {len(views) - blocks.ACCOUNTS_MOST} more" in text_of(posted)
+
+
+@settings(no_deadline, max_examples=30)
+@given(st.lists(account_views(LinkStatus.LINKED), min_size=1, max_size=60))
+def test_the_broken_link_dm_keeps_within_slacks_limits_with_a_relink_each(views):
+    posted = check_message(blocks.broken_dm(views))
+    relinks = [
+        b["accessory"]["value"]
+        for b in posted["blocks"]
+        if b.get("accessory", {}).get("action_id") == ids.RELINK
+    ]
+    assert relinks == [v.account_id for v in views[:40]]
+
+
+@given(account_ids, slack_channels, slack_users)
+def test_the_channel_messages_escape_what_they_show(account_id, channel, user):
+    view = linked_view(account_id=account_id, notify_channel=channel)
+    for message in (
+        blocks.channel_set(view),
+        blocks.channel_chosen_notice(account_id, user),
+        blocks.channel_refused(channel, "not_in_channel"),
+    ):
+        check_message(message)

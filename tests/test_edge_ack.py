@@ -12,7 +12,6 @@ An answer that arrives while the gate is closed can only have come from the edge
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -20,9 +19,10 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from slack_sdk.signature import SignatureVerifier
 
 from bot import ids
+from bot.standins import payloads
+from bot.standins.payloads import FORM
 from bot.web import EDGE_ACKS
 from tests.fakes import FakeSlack, Gate, Recorded
 from tests.support import (
@@ -49,14 +49,8 @@ def gated(settings, slack: FakeSlack) -> Iterator[tuple[RunningBot, SlackClient,
         gate.release()
 
 
-def signed(body: str, content_type: str = "application/x-www-form-urlencoded") -> dict[str, str]:
-    ts = str(int(time.time()))
-    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=ts, body=body)
-    return {
-        "Content-Type": content_type,
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": signature,
-    }
+def signed(body: str, content_type: str = FORM) -> dict[str, str]:
+    return payloads.signed_headers(SIGNING_SECRET, body, content_type)
 
 
 def test_a_command_and_a_click_are_answered_before_bolt_has_run_them(gated, slack):

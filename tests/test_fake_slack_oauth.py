@@ -1,5 +1,5 @@
 """The fake Slack plays many workspaces and Slack's OAuth v2 install like Slack does
-(tests/fakes/slack.py lists each behaviour with its source). Over real HTTP, with slack_sdk's
+(bot/standins/slack.py lists each behaviour with its source). Over real HTTP, with slack_sdk's
 own clients where the bot will use them."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from slack_sdk.oauth.installation_store import Bot
 from slack_sdk.oauth.token_rotation import TokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakes.slack import FakeSlack
+from bot.standins.slack import FakeSlack
 
 CLIENT_ID, CLIENT_SECRET = "1234.5678", "s3cret"
 CALLBACK = "http://127.0.0.1:9/slack/oauth_redirect"

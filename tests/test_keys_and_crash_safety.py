@@ -7,7 +7,6 @@ browser, and the database is only read (and, once, aged) with plain SQLAlchemy.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from tests.support import (
     wait_until,
 )
 from tests.support.database import account_row, pending_count
+from tests.support.running import operator_env
 
 VCC_BOT = Path(sys.executable).parent / "vcc-bot"
 # How long the fake Salesforce holds every request while a link is being interrupted: the
@@ -49,30 +49,10 @@ HANG_SECONDS = 2.0
 # ---- helpers --------------------------------------------------------------------------
 
 
-def environment(settings: Settings, **extra: str) -> dict[str, str]:
-    """The fixture's settings as the environment an operator would give `vcc-bot`."""
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/"),
-        "SLACK_BOT_TOKEN": settings.slack_bot_token.get_secret_value(),
-        "SLACK_SIGNING_SECRET": settings.slack_signing_secret.get_secret_value(),
-        "SLACK_API_URL": settings.slack_api_url,
-        "SALESFORCE_CLIENT_ID": settings.salesforce_client_id,
-        "SALESFORCE_CLIENT_SECRET": settings.salesforce_client_secret.get_secret_value(),
-        "SALESFORCE_PRODUCTION_URL": settings.salesforce_production_url,
-        "SALESFORCE_SANDBOX_URL": settings.salesforce_sandbox_url,
-        "PUBLIC_URL": settings.public_url,
-        "DATABASE_URL": settings.database_url,
-        "VCC_ENCRYPTION_KEY": settings.vcc_encryption_key.get_secret_value(),
-        "VCC_CHECK_REUSE": str(settings.vcc_check_reuse),
-        **extra,
-    }
-
-
 def rotate_key(settings: Settings, cwd: Path, keys: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(VCC_BOT), "rotate-key"],
-        env=environment(settings, VCC_ENCRYPTION_KEY=keys),
+        env=operator_env(settings, VCC_ENCRYPTION_KEY=keys),
         cwd=cwd,  # no stray .env
         capture_output=True,
         text=True,
@@ -197,7 +177,7 @@ def test_rotate_key_names_and_marks_broken_a_token_no_key_decrypts(
 @contextmanager
 def serving(settings: Settings, cwd: Path, name: str, **extra: str) -> Iterator[Any]:
     """`vcc-bot serve` in its own process on the fixture's public port, until it answers."""
-    env = environment(settings, HOST="127.0.0.1", PORT=str(settings.port), **extra)
+    env = operator_env(settings, HOST="127.0.0.1", PORT=str(settings.port), **extra)
     log_path = cwd / f"{name}.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen([str(VCC_BOT), "serve"], env=env, cwd=cwd, stdout=log, stderr=log)

@@ -69,12 +69,12 @@ def test_the_usage_hint_names_every_subcommand_the_help_lists(manifest):
 
 
 def test_the_manifest_declares_nothing_the_bot_does_not_serve(manifest):
-    # The only events are those that tell the bot it left a workspace; no Home tab yet.
+    # The events that tell the bot it left a workspace, and the Home tab's opening.
     events = manifest["settings"]["event_subscriptions"]
     assert events["request_url"].endswith("/slack/events")
-    assert set(events["bot_events"]) == {"app_uninstalled", "tokens_revoked"}
+    assert set(events["bot_events"]) == {"app_uninstalled", "tokens_revoked", "app_home_opened"}
     app_home = manifest["features"]["app_home"]
-    assert app_home["home_tab_enabled"] is False
+    assert app_home["home_tab_enabled"] is True
     # Its DMs (the login link) are read in the Messages tab; it answers no messages there.
     assert app_home["messages_tab_enabled"] is True
     assert app_home["messages_tab_read_only_enabled"] is True

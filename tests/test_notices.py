@@ -103,9 +103,13 @@ def test_changes_are_paced_at_one_message_per_second_per_channel(slack):
         await notifier.aclose(within=10)
 
     asyncio.run(burst())
-    here = [t for t, where in posted if OTHER_CHANNEL not in where]
+    here = [t for t, where in posted if CHANNEL in where]
     there = [t for t, where in posted if OTHER_CHANNEL in where]
     assert len(here) == 2 and len(there) == 1
+    # Beside the channels, the admin who linked them hears once per batch, in a DM.
+    dms = [text_of(m) for m in slack.dms_to("UADMIN1")]
+    assert len(dms) == 3
+    assert sum("30 VCC accounts you linked are broken" in dm for dm in dms) == 2
     assert here[1] - here[0] >= 0.95  # paced, not a burst
     assert there[0] - here[0] < 0.5  # another channel has its own pace
     first, second = (text_of(m) for m in slack.messages_to(CHANNEL))

@@ -1,5 +1,5 @@
 """Platform fidelity, rows 9-15: the fake answers as Salesforce does (the Contract in
-tests/fakes/salesforce.py, each behaviour with its source), and the bot does the right
+bot/standins/salesforce.py, each behaviour with its source), and the bot does the right
 thing with each answer. Each test is named after the behaviour it holds the bot to.
 """
 

@@ -1,4 +1,4 @@
-"""The bot against a fake Slack that behaves like the real one (tests/fakes/slack.py lists
+"""The bot against a fake Slack that behaves like the real one (bot/standins/slack.py lists
 each behaviour with its source): rows of the platform-fidelity issue, one test each.
 """
 

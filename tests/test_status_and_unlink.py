@@ -72,7 +72,8 @@ def test_status_answers_once_with_the_live_check_and_a_check_now_button(
     salesforce.production.revoke_user_tokens(salesforce.api_user)
     button = buttons(final)[ids.CHECK_NOW]
     click = slack_client.click(ids.CHECK_NOW, button["value"], user=MEMBER)
-    (result,) = slack_client.replies(click)
+    checking, result = slack_client.replies(click, 2)  # "Checking acme…", then the result
+    assert "Checking" in text_of(checking)
     assert result["replace_original"] is True and len(slack.visible(click)) == 1
     assert "Broken" in text_of(result) and "invalid_grant" in text_of(result)
 

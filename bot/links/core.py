@@ -84,4 +84,7 @@ def compose(
         notifier=notifier,
         clock=clock,
     )
+    # Logins that end with nobody there (expired, withdrawn, a callback cut short) are
+    # told by the sweep the monitor runs each tick for what logins leave behind.
+    pending.sweep_also(login.close_ended)
     return Core(store, pending, health, login, links, background)

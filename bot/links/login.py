@@ -3,6 +3,11 @@
 The callback (`complete`) reads top to bottom as a row of guard steps, after slack_bolt's
 AsyncOAuthFlow.handle_callback: each step goes on or raises a LinkError, and every
 failure ends in one place (`_refused`), which records it and tells the admin.
+
+How a login ended is told where it began, once: its login DM loses its login button and
+says it, and the click's "Check your DMs" reply is replaced. The callback tells its own
+end; a sweep (`close_ended`, on the monitor's schedule) tells those that end with nobody
+there: expired or withdrawn links, and callbacks cut short.
 """
 
 from __future__ import annotations
@@ -24,18 +29,22 @@ from bot.domain import (
     ApiUserLimit,
     AttemptProblem,
     AuditKind,
+    DatabaseDown,
     Environment,
     ForgedResponse,
     Health,
     LinkError,
     LinkResult,
     LoginCancelled,
+    LoginClosed,
     LoginContext,
+    LoginEnd,
     LoginLink,
     LoginLinkProblem,
     MissingPermissions,
     Notifier,
     SalesforceLoginFailed,
+    SentMessage,
 )
 from bot.links.common import Background, Hosts, account_view, hash_secret
 from bot.links.errors import Store, salesforce
@@ -48,6 +57,11 @@ from storage.models import LoginAttempt, PendingToken
 log = logging.getLogger(__name__)
 
 LOGIN_TTL = timedelta(minutes=10)
+LOGIN_PATH = "/salesforce/login/"  # + the link token: the login link's path
+# A callback takes seconds; one that called back longer ago than this and never told how
+# it ended was cut short (its process died), and the sweep tells what it can.
+USED_GRACE = timedelta(minutes=5)
+SWEEP_BATCH = 200  # ended logins told per sweep; the next sweep takes the rest
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,128}")
 _DENIED = ("access_denied", "access-denied")
 
@@ -193,7 +207,36 @@ class LoginFlow:
 
         if not await self._store.write(create):
             return None
-        return LoginLink(ctx, f"{self._public_url}/salesforce/login/{link_token}", LOGIN_TTL)
+        return LoginLink(ctx, f"{self._public_url}{LOGIN_PATH}{link_token}", LOGIN_TTL)
+
+    async def dm_sent(self, link: LoginLink, dm: SentMessage, reply_to: str | None = None) -> None:
+        """Where the login DM went, and the click's response_url (kept encrypted: it lets
+        whoever holds it post there), so that both can tell how the login ends."""
+        record = partial(
+            repo.record_login_messages,
+            link_hash=hash_secret(link.url.removeprefix(self._public_url + LOGIN_PATH)),
+            dm_channel=dm.channel,
+            dm_ts=dm.ts,
+            reply_url_encrypted=self._cipher.encrypt(reply_to) if reply_to else None,
+        )
+        try:
+            await self._store.write(record)
+        except DatabaseDown:  # the login still works; its messages will not show its end
+            log.warning("could not record where a login DM went; it will keep its button")
+
+    async def again(
+        self, team_id: str, user_id: str, ended_id: int, *, once: str
+    ) -> LoginLink | None:
+        """A new login link for the same account, environment and channel as an ended one
+        of this user's ("Send me a new link"); None for the same click delivered again.
+
+        Raises LoginLinkProblem(UNKNOWN) for a login of someone else, or one forgotten
+        (login links are kept a day after they expire).
+        """
+        ended = await self._store.read(partial(repo.get_login_attempt, attempt_id=ended_id))
+        if ended is None or (ended.team_id, ended.slack_user_id) != (team_id, user_id):
+            raise LoginLinkProblem(AttemptProblem.UNKNOWN)
+        return await self.start(_context(ended), once=once)
 
     # -- 2. it is opened, in one browser ----------------------------------------------------
 
@@ -268,7 +311,7 @@ class LoginFlow:
                     ctx, attempt, host, grant, refresh_token, identity, permissions, custody
                 )
         except LinkError as error:
-            await self._refused(ctx, error)
+            await self._refused(ctx, error, attempt)
             raise
         if saved.replaced is not None:
             await self._pending.give_up(saved.replaced)  # the old token, at its own host
@@ -279,7 +322,8 @@ class LoginFlow:
             relinked=saved.link.relinked,
             unchecked=permissions.unchecked_labels(),
         )
-        await self._notifier.linked(ctx, result)
+        if not await self._tell_end(attempt, LoginEnd.LINKED, result=result):
+            await self._notifier.linked(ctx, result)
         if saved.link.health_before == Health.BROKEN:
             await self._notifier.recovered(result.account)
         # Salesforce may have revoked this API user's oldest approval for this one.
@@ -398,9 +442,14 @@ class LoginFlow:
 
     # -- every failure ends here ------------------------------------------------------------
 
-    async def _refused(self, ctx: LoginContext, error: LinkError) -> None:
+    async def _refused(self, ctx: LoginContext, error: LinkError, attempt: LoginAttempt) -> None:
         """Tell the admin, record it, and for a refused sixth link find what it cost."""
-        await self._notifier.link_failed(ctx, error)
+        # With the database down there is no telling it once; the sweep tells it later.
+        told = not isinstance(error, DatabaseDown) and await self._tell_end(
+            attempt, _end_of(error), error=error
+        )
+        if not told:
+            await self._notifier.link_failed(ctx, error)
         cancelled = isinstance(error, LoginCancelled)
         record = partial(
             repo.add_event,
@@ -424,6 +473,106 @@ class LoginFlow:
                 ctx, org_id=org_id, sf_user_id=user_id, username=username, refused=refused
             )
         )
+
+    # -- 4. its end is told where it began, once ------------------------------------------
+
+    async def _tell_end(
+        self,
+        attempt: LoginAttempt,
+        end: LoginEnd,
+        *,
+        result: LinkResult | None = None,
+        error: LinkError | None = None,
+    ) -> bool:
+        """Show the login's end in its DM and the click's reply; False when they cannot be
+        (never recorded, already told, or the database did not answer): the caller then
+        tells the admin in a new DM instead."""
+        assert attempt.id is not None
+        try:
+            claimed = await self._store.write(
+                partial(repo.claim_login_close, attempt_id=attempt.id, now=self._now())
+            )
+        except DatabaseDown:
+            return False
+        if claimed is None:  # a sweep took it: a callback slower than USED_GRACE
+            return False
+        closed = self._closed(claimed, end, result=result, error=error)
+        if closed.dm is None and closed.reply_to is None:
+            return False
+        await self._notifier.login_closed(closed)
+        return True
+
+    async def close_ended(self) -> int:
+        """Tell the logins that ended with nobody there that they ended: expired or
+        withdrawn links, and callbacks cut short. Each is claimed first (one conditional
+        UPDATE), so however many replicas sweep at once, each is told once. Returns how
+        many this sweep told."""
+        now = self._now()
+        ended = await self._store.read(
+            partial(
+                repo.ended_login_attempts,
+                now=now,
+                used_before=now - USED_GRACE,
+                limit=SWEEP_BATCH,
+            )
+        )
+        told = 0
+        for attempt in ended:
+            assert attempt.id is not None
+            claimed = await self._store.write(
+                partial(repo.claim_login_close, attempt_id=attempt.id, now=now)
+            )
+            if claimed is None:
+                continue  # another replica's sweep, or the callback, is telling it
+            if claimed.consumed_at is not None:
+                end, error = LoginEnd.USED, None
+            elif claimed.withdrawn_at is not None:
+                end, error = LoginEnd.WITHDRAWN, LoginLinkProblem(AttemptProblem.WITHDRAWN)
+            else:
+                end, error = LoginEnd.EXPIRED, LoginLinkProblem(AttemptProblem.EXPIRED)
+            await self._notifier.login_closed(self._closed(claimed, end, error=error))
+            told += 1
+        if told:
+            log.info("told %d ended login(s) in their login DMs", told)
+        return told
+
+    def _closed(
+        self,
+        attempt: LoginAttempt,
+        end: LoginEnd,
+        *,
+        result: LinkResult | None = None,
+        error: LinkError | None = None,
+    ) -> LoginClosed:
+        assert attempt.id is not None
+        dm = None
+        if attempt.dm_channel and attempt.dm_ts:
+            dm = SentMessage(attempt.dm_channel, attempt.dm_ts)
+        reply_to = None
+        if attempt.reply_url_encrypted:
+            try:
+                reply_to = self._cipher.decrypt(attempt.reply_url_encrypted)
+            except UndecryptableToken:  # its key was retired: only the DM is told
+                log.info("a login's reply URL cannot be decrypted; its DM alone is told")
+        return LoginClosed(
+            context=_context(attempt),
+            end=end,
+            attempt_id=attempt.id,
+            started_at=attempt.created_at,
+            expires_at=attempt.expires_at,
+            dm=dm,
+            reply_to=reply_to,
+            result=result,
+            error=error,
+        )
+
+
+def _end_of(error: LinkError) -> LoginEnd:
+    if isinstance(error, LoginCancelled):
+        return LoginEnd.CANCELLED
+    if isinstance(error, LoginLinkProblem) and error.problem is AttemptProblem.WITHDRAWN:
+        return LoginEnd.WITHDRAWN
+    return LoginEnd.REFUSED
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,16 @@ database cannot record it, the token is revoked at once: that needs no database.
 A revoke Salesforce refuses (any 4xx OAuth error) is final: asking again gets the same
 answer. One it does not answer is tried again, less and less often, and given up after
 MAX_REVOKE_TRIES with an error in the log.
+
+The monitor runs `sweep` at start and every tick; other leftovers of logins are tidied on
+that schedule through `sweep_also` (the login flow's ended login DMs), not here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime, timedelta
 from enum import Enum
@@ -85,6 +88,13 @@ class PendingTokens:
         self._cipher = cipher
         self._sf = salesforce
         self._now = clock
+        self._also: list[Callable[[], Awaitable[object]]] = []
+
+    def sweep_also(self, tidy: Callable[[], Awaitable[object]]) -> None:
+        """Run `tidy` with every sweep: what else interrupted logins leave behind (their
+        login DMs, LoginFlow.close_ended) is tidied on the same schedule. The monitor,
+        which runs the sweep, knows this class and not the login flow."""
+        self._also.append(tidy)
 
     @asynccontextmanager
     async def custody(
@@ -165,7 +175,21 @@ class PendingTokens:
             await self._store.write(partial(repo.delete_pending_token, pending_id=pending.id))
 
     async def sweep(self) -> int:
-        """Revoke tokens a dead process or a failed revoke left pending; returns how many."""
+        """Revoke tokens a dead process or a failed revoke left pending; returns how many.
+
+        Then the other leftovers (`sweep_also`), each on its own: one failing stops none.
+        """
+        revoked = await self._revoke_stale()
+        for tidy in self._also:
+            try:
+                await tidy()
+            except DatabaseDown:  # the next sweep tries again
+                log.warning("a sweep of what logins leave behind found no database")
+            except Exception:  # a bug: logged, and the next sweep tries again
+                log.exception("a sweep of what logins leave behind failed")
+        return revoked
+
+    async def _revoke_stale(self) -> int:
         now = self._now()
         stale = await self._store.read(
             partial(repo.stale_pending_tokens, created_before=now - PENDING_GRACE, now=now)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 
 from sqlmodel import Session
@@ -28,6 +29,19 @@ from storage import repository as repo
 from storage.models import VccAccount
 
 log = logging.getLogger(__name__)
+
+# Home tabs are published again on a change for those who opened them lately, at most
+# this many per workspace (each is one views.publish, at Slack's ~100 a minute).
+HOME_VIEWERS_KEPT = timedelta(days=30)
+HOME_VIEWERS_MOST = 50
+
+
+@dataclass(frozen=True)
+class Viewer:
+    team_id: str
+    user_id: str
+    enterprise_id: str | None
+    page: int = 0
 
 
 class LinkService:
@@ -114,6 +128,66 @@ class LinkService:
         """Every account of a workspace (all workspaces without one): for operators."""
         rows = await self._store.read(partial(repo.workspace_accounts, team_id=team_id))
         return [account_view(r, team_id=r.team_id, account_id=r.account_id) for r in rows]
+
+    async def set_channel(
+        self,
+        team_id: str,
+        account_id: str,
+        channel_id: str,
+        user_id: str,
+        enterprise_id: str | None = None,
+    ) -> AccountView:
+        """Make `channel_id` the account's notification channel, audited."""
+        now = self._now()
+
+        def save(session: Session) -> VccAccount:
+            row, before = repo.set_notify_channel(
+                session,
+                team_id=team_id,
+                account_id=account_id,
+                channel_id=channel_id,
+                now=now,
+                enterprise_id=enterprise_id,
+            )
+            repo.add_event(
+                session,
+                team_id=team_id,
+                account_id=account_id,
+                event=AuditKind.CHANNEL_SET,
+                actor=user_id,
+                now=now,
+                detail=f"from {before or 'none'} to {channel_id}",
+            )
+            return row
+
+        row = await self._store.write(save)
+        return account_view(row, team_id=team_id, account_id=account_id)
+
+    async def viewed_home(
+        self, team_id: str, user_id: str, enterprise_id: str | None, page: int | None = None
+    ) -> int:
+        """Someone opened the Home tab (or turned to `page`): the page to show them."""
+        return await self._store.write(
+            partial(
+                repo.note_home_viewer,
+                team_id=team_id,
+                user_id=user_id,
+                enterprise_id=enterprise_id,
+                now=self._now(),
+                page=page,
+            )
+        )
+
+    async def home_viewers(self, team_id: str) -> list[Viewer]:
+        rows = await self._store.read(
+            partial(
+                repo.home_viewers,
+                team_id=team_id,
+                since=self._now() - HOME_VIEWERS_KEPT,
+                limit=HOME_VIEWERS_MOST,
+            )
+        )
+        return [Viewer(r.team_id, r.user_id, r.enterprise_id, r.page) for r in rows]
 
     async def unlink(self, team_id: str, account_id: str, user_id: str) -> AccountView:
         """Revoke at Salesforce, then forget the link and withdraw its login links.

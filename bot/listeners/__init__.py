@@ -2,10 +2,11 @@
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.listeners import actions, commands, events
+from bot.listeners import actions, commands, events, home
 
 
 def register(app: AsyncApp) -> None:
     commands.register(app)
     actions.register(app)
     events.register(app)
+    home.register(app)

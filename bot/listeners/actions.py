@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -16,7 +17,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, ids
 from bot.admins import BoundAdminPolicy
-from bot.domain import Environment, LinkError, LoginContext, parse_account_id, parse_my_domain
+from bot.domain import (
+    AttemptProblem,
+    Environment,
+    LinkError,
+    LoginContext,
+    LoginLinkProblem,
+    SentMessage,
+    parse_account_id,
+    parse_my_domain,
+)
 from bot.links import LinkHealth, LinkService, LoginFlow
 from bot.listeners.common import Work, answering, reply, require_admin
 from bot.messages import describe
@@ -74,9 +84,13 @@ async def _send_login(
     # Replace the buttons, so a second click has nothing to hit.
     await reply(respond, blocks.check_your_dms(ctx.account_id, ctx.environment), replace=True)
     try:
-        await notifier.login_link(link)
+        dm = await notifier.login_link(link)
     except SlackApiError as exc:
-        await reply(respond, blocks.login_dm_failed(slack_error(exc)))
+        # In place of "Check your DMs", which is not true.
+        await reply(respond, blocks.login_dm_failed(slack_error(exc)), replace=True)
+        return
+    # Both the DM and "Check your DMs" will show how the login ends.
+    await login.dm_sent(link, dm, respond.response_url)
 
 
 async def choose_environment(
@@ -194,9 +208,57 @@ async def check_now(
     async with answering(respond), work:
         team_id, user_id = _who(body)
         account_id = parse_account_id(_value(body))
-        check = await health.check(team_id, account_id, actor=user_id, reuse=False, rated=True)
-        history = await links.history(team_id, account_id, limit=3)
+        # Salesforce may take seconds: say what is happening where the status was.
+        await reply(respond, blocks.checking(account_id), replace=True)
+        try:
+            check = await health.check(team_id, account_id, actor=user_id, reuse=False, rated=True)
+            history = await links.history(team_id, account_id, limit=3)
+        except LinkError as exc:  # in place of "Checking…", which would stay forever
+            await reply(respond, blocks.failure(exc, account_id), replace=True)
+            return
         await reply(respond, blocks.status(check.account, check, history=history), replace=True)
+
+
+_LOGIN_ID = re.compile(r"[0-9]{1,18}")
+
+
+async def send_new_link(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond,
+    login: LoginFlow,
+    notifier: SlackNotifier,
+    admins: BoundAdminPolicy,
+    work: Work,
+) -> None:
+    """The "Send me a new link" button of an ended login DM: a new login for the same
+    account, environment and channel, put in place of that DM.
+
+    In place rather than a new message: the DM the admin is looking at becomes the live
+    link, and the conversation keeps one message per login attempt instead of a trail of
+    dead ones. Each DM version's button names its own ended login, so the same click
+    delivered again is one new link, and the next ending's button a new one.
+    """
+    await ack()
+    async with answering(respond), work:
+        team_id, user_id = _who(body)
+        await require_admin(admins, respond, team_id, user_id, LINKING)
+        value, ts = _value(body), (body.get("container") or {}).get("message_ts")
+        if not _LOGIN_ID.fullmatch(value) or not isinstance(ts, str):
+            raise LoginLinkProblem(AttemptProblem.UNKNOWN)
+        ended = int(value)
+        once = f"again:{team_id}:{ended}:{user_id}"
+        link = await login.again(team_id, user_id, ended, once=once)
+        if link is None:  # this click was already answered: a repeated delivery or a replay
+            log.info("ignored a repeated click (%s, new login link)", user_id)
+            return
+        where = SentMessage(_channel(body), ts)
+        try:
+            dm = await notifier.login_link(link, replacing=where)
+        except SlackApiError as exc:
+            await reply(respond, blocks.login_dm_failed(slack_error(exc)))
+            return
+        await login.dm_sent(link, dm)
 
 
 async def open_login(ack: AsyncAck) -> None:
@@ -241,5 +303,6 @@ def register(app: AsyncApp) -> None:
     app.action(ids.RELINK)(relink)
     app.action(ids.CHECK_NOW)(check_now)
     app.action(ids.LOGIN_OPEN)(open_login)
+    app.action(ids.LOGIN_AGAIN)(send_new_link)
     app.action(ids.UNLINK_CONFIRM)(confirm_unlink)
     app.action(ids.UNLINK_CANCEL)(cancel_unlink)

@@ -5,7 +5,7 @@ Run from a checkout, with its venv:
     .venv/bin/python -m tests.benchmarks.flood [--parallel 4] [--unsigned-mb 256]
         [--signed-mb 64] [--json FILE]
 
-`vcc-bot serve` runs as a child process against the loopback fakes of tests/fakes (started
+`vcc-bot serve` runs as a child process against the loopback fakes of bot/standins (started
 as tests/benchmarks/harness.py starts them; `python -m tests.benchmarks` runs the unsigned
 round as its memory figure). Two rounds of parallel POSTs to /slack/events,
 their bodies streamed from generators so that this client never holds them:

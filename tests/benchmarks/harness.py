@@ -1,6 +1,6 @@
 """What the benchmarks share: servers as child processes, the loopback fakes, Slack's requests.
 
-Everything stays on 127.0.0.1. The fakes of tests/fakes run in the benchmark's own process
+Everything stays on 127.0.0.1. The fakes of bot/standins run in the benchmark's own process
 (threads); the bot (`vcc-bot serve`, exactly as deployed) and the bare bolt app run as
 child processes, so each has an interpreter of its own to be measured by.
 """

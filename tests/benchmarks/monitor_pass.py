@@ -50,11 +50,11 @@ from bot.config import Settings, load_settings
 from bot.crypto import TokenCipher
 from bot.domain import Environment, Health, LinkStatus
 from bot.monitor import MONITOR_CONCURRENCY
+from bot.standins._server import _Handler
+from bot.standins.salesforce import DEFAULT_SCOPE, _Grant
 from storage.db import Database
 from storage.models import AuditEvent, VccAccount, utcnow
 from tests.fakes import FakeSalesforce, Recorded, Reply, SfUser
-from tests.fakes._server import _Handler
-from tests.fakes.salesforce import DEFAULT_SCOPE, _Grant
 from tests.support.constants import (
     ADMIN,
     BOT_TOKEN,

@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.benchmarks [--quick] [--json PATH] [--profile DIR]
         [--only startup ack slow flood flows monitor]
 
-Everything runs on this one machine against the loopback fakes of tests/fakes: the bot
+Everything runs on this one machine against the loopback fakes of bot/standins: the bot
 (`vcc-bot serve`, as deployed) and the bare bolt app (bare_app.py: the same uvicorn,
 Starlette and bolt adapter, with a /vcc that only acks) as child processes; the fakes and
 the browsers of the link flows in this process; the load generator (loadgen.py: raw

@@ -1,28 +1,5 @@
-"""In-process HTTP fakes of Salesforce and Slack for tests.
+"""The loopback fakes of Slack and Salesforce the tests use: bot.standins (shipped with the
+package, for `vcc-bot demo` too), and a Socket Mode gateway for the tests alone."""
 
-Each fake is a claim about the real service: the "Contract" section of slack.py and of
-salesforce.py lists every behaviour it claims and where the real service documents it,
-and tests/test_fakes.py, test_fake_slack_oauth.py, test_slack_fidelity.py and
-test_salesforce_fidelity.py hold the
-fakes to it.
-"""
-
-from ._server import FakeServer, Gate, Held, Recorded, Reply
-from .salesforce import PERMISSION_FIELDS, FakeSalesforce, SfUser, pkce_challenge, token_signature
-from .slack import ApiCall, FakeSlack, Workspace
-
-__all__ = [
-    "PERMISSION_FIELDS",
-    "ApiCall",
-    "FakeSalesforce",
-    "FakeServer",
-    "FakeSlack",
-    "Gate",
-    "Held",
-    "Recorded",
-    "Reply",
-    "SfUser",
-    "Workspace",
-    "pkce_challenge",
-    "token_signature",
-]
+from bot.standins import *  # noqa: F403 - the same names, under the tests' usual import
+from bot.standins import __all__ as __all__

@@ -37,7 +37,7 @@ def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The message's buttons by action_id."""
     found = {}
     for block in message.get("blocks") or []:
-        for element in block.get("elements") or []:
+        for element in [*(block.get("elements") or []), block.get("accessory") or {}]:
             if element.get("type") == "button":
                 found[element["action_id"]] = element
     return found

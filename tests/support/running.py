@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -50,3 +51,24 @@ class RunningBot:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def operator_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The settings as the environment an operator would give `vcc-bot` (a subprocess)."""
+    assert settings.slack_bot_token is not None
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/"),
+        "SLACK_BOT_TOKEN": settings.slack_bot_token.get_secret_value(),
+        "SLACK_SIGNING_SECRET": settings.slack_signing_secret.get_secret_value(),
+        "SLACK_API_URL": settings.slack_api_url,
+        "SALESFORCE_CLIENT_ID": settings.salesforce_client_id,
+        "SALESFORCE_CLIENT_SECRET": settings.salesforce_client_secret.get_secret_value(),
+        "SALESFORCE_PRODUCTION_URL": settings.salesforce_production_url,
+        "SALESFORCE_SANDBOX_URL": settings.salesforce_sandbox_url,
+        "PUBLIC_URL": settings.public_url,
+        "DATABASE_URL": settings.database_url,
+        "VCC_ENCRYPTION_KEY": settings.vcc_encryption_key.get_secret_value(),
+        "VCC_CHECK_REUSE": str(settings.vcc_check_reuse),
+        **extra,
+    }

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 import httpx
 from slack_sdk.signature import SignatureVerifier
 
+from bot.standins import payloads
 from tests.fakes import FakeSlack
 from tests.support.constants import ADMIN, CHANNEL, SIGNING_SECRET, TEAM
 from tests.support.running import RunningBot
@@ -29,23 +30,16 @@ def command_fields(
     org_wide: bool = False,
 ) -> dict[str, str]:
     """What Slack sends for `/vcc <text>` (form fields over HTTP, JSON in Socket Mode)."""
-    grid = {"enterprise_id": enterprise, "enterprise_name": "Org"} if enterprise else {}
-    return {
-        **grid,
-        "token": "verification-token-unused",
-        "team_id": team,
-        "team_domain": "acme",
-        "channel_id": channel,
-        "channel_name": "vcc-admins",
-        "user_id": user,
-        "user_name": "someone",
-        "command": "/vcc",
-        "text": text,
-        "api_app_id": "A0VCC",
-        "is_enterprise_install": "true" if org_wide else "false",
-        "response_url": fake.new_response_url(command=True),
-        "trigger_id": fake.issue_trigger(),
-    }
+    return payloads.command_fields(
+        text,
+        response_url=fake.new_response_url(command=True),
+        trigger_id=fake.issue_trigger(),
+        user=user,
+        channel=channel,
+        team=team,
+        enterprise=enterprise,
+        org_wide=org_wide,
+    )
 
 
 @dataclass
@@ -104,39 +98,21 @@ class SlackClient:
         Each click is on a message of its own (its own ts), as in Slack, where every
         prompt the bot posts is a new message.
         """
-        team = team or self.team
         response_url = self.fake.new_response_url()
         self._messages += 1
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user, "username": "someone", "name": "someone", "team_id": team},
-            "api_app_id": "A0VCC",
-            "token": "verification-token-unused",
-            "container": {
-                "type": "message",
-                "message_ts": message_ts or f"1700000000.{self._messages:06d}",
-                "channel_id": channel,
-                "is_ephemeral": True,
-            },
-            "trigger_id": self.fake.issue_trigger(),
-            "team": {"id": team, "domain": "acme"},
-            "enterprise": {"id": self.enterprise, "name": "Org"} if self.enterprise else None,
-            "is_enterprise_install": self.org_wide,
-            "channel": {"id": channel, "name": "vcc-admins"},
-            "state": {"values": {}},
-            "response_url": response_url,
-            "actions": [
-                {
-                    "action_id": action_id,
-                    "block_id": "blk",
-                    "text": {"type": "plain_text", "text": "button"},
-                    "value": value,
-                    "type": "button",
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
-        }
-        return urlencode({"payload": json.dumps(payload)}), response_url
+        body = payloads.message_click(
+            action_id,
+            value,
+            response_url=response_url,
+            trigger_id=self.fake.issue_trigger(),
+            message_ts=message_ts or f"1700000000.{self._messages:06d}",
+            user=user,
+            channel=channel,
+            team=team or self.team,
+            enterprise=self.enterprise,
+            org_wide=self.org_wide,
+        )
+        return body, response_url
 
     def click(
         self,
@@ -154,6 +130,26 @@ class SlackClient:
         response = self.post(body)
         assert response.status_code == 200, response.text
         return response_url
+
+    def home_click(
+        self, view: dict[str, Any], action_id: str, value: str, *, user: str = ADMIN
+    ) -> httpx.Response:
+        """Click a button on a published Home tab (`view`, as views.publish answered it).
+
+        A click in a view carries the view and a `container` of type "view", and no
+        response_url (api.slack.com/reference/interaction-payloads/block-actions).
+        """
+        body = payloads.view_click(
+            view,
+            action_id,
+            value,
+            trigger_id=self.fake.issue_trigger(),
+            user=user,
+            team=self.team,
+            enterprise=self.enterprise,
+            org_wide=self.org_wide,
+        )
+        return self.post(body)
 
     def submit_view(
         self,

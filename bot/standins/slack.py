@@ -18,9 +18,25 @@ Messages and interactions
 - A confirmation dialog's `title`, `text`, `confirm` and `deny` are plain_text objects
   (api.slack.com/reference/block-kit/composition-objects#confirm); anything else is
   `invalid_blocks`. At most 50 blocks a message and 100 a view.
+- `views.publish` publishes a user's Home tab: a view of type `home` with at most 100
+  blocks; anything else is `invalid_arguments` (api.slack.com/methods/views.publish#errors,
+  api.slack.com/reference/surfaces/views). Within one block no two elements share an
+  `action_id`, and no two blocks of a view share a `block_id` (api.slack.com/reference/
+  block-kit/blocks#actions: "should be unique among all other action_ids in the containing
+  block"; a duplicate block_id is refused as invalid_blocks).
+- `app_home_opened` (api.slack.com/events/app_home_opened) carries `user`, `channel`, `tab`
+  ("home" or "messages"), `event_ts`, and the published `view` once there is one; it needs
+  no scope.
 - Posting in an archived channel is `is_archived`; in a private channel the bot is not in,
   `not_in_channel`; in an unknown one, `channel_not_found` (api.slack.com/methods/
   chat.postMessage#errors).
+- conversations.info answers a conversation object with `is_member`, `is_private` and
+  `is_archived` (docs.slack.dev/reference/objects/conversation-object). It needs
+  `channels:read` for a public channel, else `missing_scope` with `needed` and `provided`
+  (api.slack.com/conversations-api; node-slack-sdk's response types carry both fields).
+  A private channel the bot is not in (those in `not_in_channel`) is `channel_not_found`:
+  groups:read shows only private channels the app has been added to (docs.slack.dev/
+  reference/scopes/groups.read).
 
 Workspaces and tokens
 - Each token belongs to one installation. `auth.test` answers that workspace's `url`,
@@ -96,7 +112,7 @@ RESPONSE_URL_SECONDS = 30 * 60
 TRIGGER_SECONDS = 3.0
 CODE_SECONDS = 10 * 60  # an OAuth code's life
 TOKEN_SECONDS = 12 * 60 * 60  # a rotating access token's life: expires_in 43200
-DEFAULT_SCOPE = "commands,chat:write,im:write,users:read"
+DEFAULT_SCOPE = "commands,chat:write,im:write,users:read,channels:read,groups:read"
 
 Params = dict[str, Any]
 
@@ -213,6 +229,20 @@ def _blocks(value: Any, limit: int = MAX_BLOCKS) -> tuple[list[Any], str | None]
     return value, None
 
 
+def _duplicate_ids(blocks: list[Any]) -> bool:
+    block_ids = [b["block_id"] for b in blocks if "block_id" in b]
+    if len(block_ids) != len(set(block_ids)):
+        return True
+    for block in blocks:
+        elements = block.get("elements") or []
+        accessory = block.get("accessory")
+        actions = [e.get("action_id") for e in [*elements, accessory] if isinstance(e, dict)]
+        named = [a for a in actions if a]
+        if len(named) != len(set(named)):
+            return True
+    return False
+
+
 def _client_credentials(params: Params, headers: dict[str, str]) -> tuple[str, str]:
     """HTTP Basic auth first (what slack_sdk sends), else the client_id/client_secret fields."""
     scheme, _, encoded = headers.get("authorization", "").partition(" ")
@@ -283,6 +313,7 @@ class FakeSlack(FakeServer):
             "auth.revoke": self._auth_revoke,
             "users.info": self._users_info,
             "conversations.open": self._conversations_open,
+            "conversations.info": self._conversations_info,
             "chat.postMessage": self._post_message,
             "chat.postEphemeral": self._post_ephemeral,
             "chat.update": self._update,
@@ -531,6 +562,25 @@ class FakeSlack(FakeServer):
         workspace = self._workspace(team_id)
         with self._lock:
             return self._envelope(workspace, {"type": "app_uninstalled"})
+
+    def app_home_opened_event(self, team_id: str, user_id: str, tab: str = "home") -> Params:
+        """The Events API body Slack sends when `user_id` opens the app's Home (or Messages)
+        tab, with the view last published for them, if any."""
+        workspace = self._workspace(team_id)
+        with self._lock:
+            event: Params = {
+                "type": "app_home_opened",
+                "user": user_id,
+                "channel": self._open_im([user_id]),
+                "tab": tab,
+                "event_ts": f"{time.time():.6f}",
+            }
+            published = next(
+                (v["view"] for v in reversed(self.views) if v["user_id"] == user_id), None
+            )
+            if published is not None and tab == "home":
+                event["view"] = published
+            return self._envelope(workspace, event)
 
     def tokens_revoked_event(
         self, team_id: str, *, oauth: list[str] | None = None, bot: list[str] | None = None
@@ -866,6 +916,20 @@ class FakeSlack(FakeServer):
                 return _err("user_disabled")
         return {"ok": True, "channel": {"id": self._open_im(ids)}}
 
+    def _conversations_info(self, p: Params, caller: _Caller) -> Params:
+        channel = str(p.get("channel") or "")
+        if not channel or channel in self.not_in_channel:
+            return _err("channel_not_found")
+        if "channels:read" not in caller.token.scope.split(","):
+            return {
+                **_err("missing_scope"),
+                "needed": "channels:read",
+                "provided": caller.token.scope,
+            }
+        info = {"id": channel, "name": channel.lower(), "is_channel": True, "is_group": False}
+        info |= {"is_im": False, "is_mpim": False, "is_private": False, "is_member": True}
+        return {"ok": True, "channel": {**info, "is_archived": channel in self.archived}}
+
     def _post_message(self, p: Params, caller: _Caller) -> Params:
         channel = str(p.get("channel") or "")
         if channel[:1] in ("U", "W"):  # posting to a user id lands in their DM
@@ -974,7 +1038,10 @@ class FakeSlack(FakeServer):
     def _views_publish(self, p: Params, caller: _Caller) -> Params:
         view = self._view(p)
         user_id = str(p.get("user_id") or "")
-        if not isinstance(view, dict) or not user_id:
+        if not isinstance(view, dict) or not user_id or view.get("type") != "home":
+            return _err("invalid_arguments")
+        blocks, problem = _blocks(view.get("blocks"), MAX_VIEW_BLOCKS)
+        if problem or _duplicate_ids(blocks):
             return _err("invalid_arguments")
         self.views.append({"user_id": user_id, "view": view, "_team": caller.team_id})
         published = {

@@ -22,6 +22,11 @@ that relies on anything else is testing the fake, not the bot.
   (omniphx/forrest#184; jsforce/jsforce#762: the connected app was deleted); a wrong
   consumer secret: 400 invalid_client "invalid client credentials" (restforce#338). No
   public source shows a request with no client_id at all: kept as invalid_client.
+- Token endpoint, authorization_code with a redirect_uri that is not the connected app's
+  callback URL: 400 redirect_uri_mismatch "redirect_uri must match configuration", after
+  the client is authenticated and before the code is looked at (share-extras/share-oauth
+  OAuth2Return.java lists it among Salesforce's token answers; Salesforce Help 001122778
+  gives the same code and words). A code Salesforce never issued: invalid_grant.
 - Refresh of a revoked, expired or evicted token: invalid_grant "expired access/refresh
   token" (Salesforce Help "OAuth 2.0 Authorization Errors").
 - Refresh for a deactivated or frozen user: invalid_grant "inactive user" (restforce#303),
@@ -38,6 +43,13 @@ that relies on anything else is testing the fake, not the bot.
   NOT_FOUND "The requested resource does not exist" (restforce#160,
   tprouvot/Salesforce-Inspector-reloaded#744). GET /services/data/ lists them and needs
   no authentication (REST API Developer Guide, "Versions").
+- Opt-in (`browser_pages = True`, for a real browser; other tests never set it): the
+  authorize URL shows a login page (Username, Password, Log In), then the approval page
+  with Allow and Deny and the requested scopes' labels (Salesforce Help "Application
+  Access Request", platform.remoteaccess_request.htm; scope labels from the Mobile SDK
+  Developer Guide "Scope Parameter Values"). Allow goes on as the flow above; Deny comes
+  back to the callback as access_denied "end-user denied authorization" (Help "OAuth 2.0
+  Authorization Errors"). Any non-empty password is taken for `login_as`.
 - SOQL on UserPermissionAccess: only the fields in USER_PERMISSION_ACCESS_FIELDS exist
   (Salesforce Field Reference "UserPermissionAccess"); any other, or one an org lacks
   (`unsupported_fields`), answers 400 INVALID_FIELD "No such column 'X' on entity ...".
@@ -179,6 +191,73 @@ def _same_id(a: str, b: str) -> bool:
     return a[:15] == b[:15]  # Salesforce accepts 15- and 18-character ids alike
 
 
+# -- the opt-in browser pages (see the contract): plain look-alikes of Salesforce's --------
+
+_APPROVAL_PATH = "/setup/secur/RemoteAccessAuthorizationPage.apexp"
+_SCOPE_LABELS = {  # Mobile SDK Developer Guide, "Scope Parameter Values"
+    "api": "Manage user data via APIs (api)",
+    "id": "Access the identity URL service (id, profile, email, address, phone)",
+    "refresh_token": "Perform requests at any time (refresh_token, offline_access)",
+    "offline_access": "Perform requests at any time (refresh_token, offline_access)",
+}
+_SF_STYLE = (
+    "*{box-sizing:border-box}body{margin:0;min-height:100vh;display:flex;flex-direction:column;"
+    "align-items:center;justify-content:center;padding:1rem;background:#f3f3f3;color:#181818;"
+    "font:1rem/1.5 system-ui,'Liberation Sans',sans-serif}.logo{margin:0 0 1.25rem;"
+    "font-size:2rem;font-weight:700;color:#0b5cab}main{width:100%;max-width:24rem;padding:"
+    "1.5rem;background:#fff;border:1px solid #dddbda;border-radius:4px}h1{margin:0 0 1rem;"
+    "font-size:1.25rem}label{display:block;margin:.75rem 0 .25rem;font-size:.875rem}"
+    "input{width:100%;padding:.6rem;font:inherit;border:1px solid #747474;border-radius:4px}"
+    "button{min-height:44px;padding:.6rem 1.2rem;font:inherit;border-radius:4px;cursor:pointer}"
+    ".primary{width:100%;margin-top:1.25rem;color:#fff;background:#0b5cab;border:1px solid "
+    "#0b5cab}.row{display:flex;gap:.75rem;justify-content:flex-end;margin-top:1.25rem}"
+    ".row button{width:auto;margin:0}.secondary{color:#0b5cab;background:#fff;border:1px solid "
+    "#c9c9c9}.error{color:#ba0517}ul{padding-left:1.25rem}footer{margin-top:1rem;"
+    "font-size:.8125rem;color:#5c5c5c}"
+)
+
+
+def _sf_page(title: str, body: str) -> Reply:
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        f'content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
+        f'<style>{_SF_STYLE}</style></head><body><p class="logo">salesforce</p><main>'
+        f"<h1>{html.escape(title)}</h1>{body}</main><footer>Loopback fake of Salesforce's "
+        "login host (bot/standins/salesforce.py)</footer></body></html>"
+    )
+    return text_reply(200, page, "text/html; charset=utf-8")
+
+
+def _login_page(key: str, host: str, *, failed: bool = False) -> Reply:
+    error = (
+        '<p class="error" role="alert">Please check your username and password. If you still '
+        "can't log in, contact your Salesforce administrator.</p>"
+        if failed
+        else ""
+    )
+    return _sf_page(
+        f"Log in to Salesforce ({host})",
+        f'{error}<form method="post" action="/"><input type="hidden" name="key" '
+        f'value="{html.escape(key)}"><label for="username">Username</label><input '
+        'id="username" name="username" autocomplete="username"><label for="password">'
+        'Password</label><input id="password" name="password" type="password" '
+        'autocomplete="current-password"><button class="primary" type="submit">Log In'
+        "</button></form>",
+    )
+
+
+def _approval_page(key: str, app: str, username: str, scopes: list[str]) -> Reply:
+    listed = "".join(f"<li>{html.escape(s)}</li>" for s in dict.fromkeys(scopes))
+    return _sf_page(
+        "Allow Access?",
+        f"<p><strong>{html.escape(app)}</strong> is asking to:</p><ul>{listed}</ul><p>Do you "
+        f'want to allow access for {html.escape(username)}?</p><form method="post" '
+        f'action="{_APPROVAL_PATH}"><input type="hidden" name="key" value="{html.escape(key)}">'
+        '<div class="row"><button class="secondary" name="action" value="Deny">Deny</button>'
+        '<button class="primary" name="action" value="Allow">Allow</button></div></form>',
+    )
+
+
 class FakeSalesforce(FakeServer):
     def __init__(
         self,
@@ -214,6 +293,9 @@ class FakeSalesforce(FakeServer):
         self._codes: dict[str, _Code] = {}
         self._grants: list[_Grant] = []  # oldest first
         self._access: dict[str, _Access] = {}
+        self.browser_pages = False  # HTML login and approval pages, for a real browser
+        self.app_name = "VCC Bot"  # the connected app's name, shown on the approval page
+        self._logins: dict[str, dict[str, str]] = {}  # a login page's key -> its authorize query
 
     def __repr__(self) -> str:
         return f"<FakeSalesforce {self.name} {self._httpd and self.url}>"
@@ -284,6 +366,8 @@ class FakeSalesforce(FakeServer):
         if injected is not None:
             return injected
         path, method = req.path, req.method
+        if self.browser_pages and (page := self._browser_page(req)) is not None:
+            return page
         if path == "/services/oauth2/authorize" and method in ("GET", "POST"):
             return self._authorize({**req.query, **req.form})
         if path == "/services/oauth2/token" and method == "POST":
@@ -304,6 +388,42 @@ class FakeSalesforce(FakeServer):
                 ],
             )
         return _rest_error(404, "NOT_FOUND", "The requested resource does not exist")
+
+    # -- opt-in pages for a real browser: log in, then Allow or Deny ------------------------
+    def _browser_page(self, req: Recorded) -> Reply | None:
+        q = {**req.query, **req.form}
+        if req.path == "/services/oauth2/authorize" and req.method == "GET":
+            redirect_uri = q.get("redirect_uri", "")
+            if q.get("client_id") != self.client_id or not redirect_uri:
+                return None  # Salesforce's own error page, before any login
+            if self.redirect_uri not in (None, redirect_uri):
+                return None
+            key = secrets.token_urlsafe(16)
+            self._logins[key] = q
+            return _login_page(key, self.name)
+        if req.path == "/" and req.method == "POST":  # the login form
+            asked = self._logins.get(q.get("key", ""))
+            user = self.login_as
+            if asked is None or user is None:
+                return _html(400, "Session expired", "Start again from the app.")
+            if q.get("username") != user.username or not q.get("password"):
+                return _login_page(q["key"], self.name, failed=True)
+            labels = [_SCOPE_LABELS[s] for s in (asked.get("scope") or DEFAULT_SCOPE).split()]
+            return _approval_page(q["key"], self.app_name, user.username, labels)
+        if req.path == _APPROVAL_PATH and req.method == "POST":
+            asked = self._logins.pop(q.get("key", ""), None)
+            if asked is None:
+                return _html(400, "Session expired", "Start again from the app.")
+            if q.get("action") == "Allow":
+                return self._authorize(asked)
+            self.authorize_requests.append(asked)
+            params = {
+                "error": "access_denied",
+                "error_description": "end-user denied authorization",
+                "state": asked.get("state"),
+            }
+            return redirect_reply(add_query(asked["redirect_uri"], params))
+        return None
 
     # -- OAuth ---------------------------------------------------------------------------------
     def _authorize(self, q: dict[str, str]) -> Reply:
@@ -381,6 +501,10 @@ class FakeSalesforce(FakeServer):
         form = req.form
         grant_type = form.get("grant_type")
         if grant_type == "authorization_code":
+            if self.redirect_uri is not None and form.get("redirect_uri") != self.redirect_uri:
+                return _oauth_error(
+                    "redirect_uri_mismatch", "redirect_uri must match configuration"
+                )
             code = self._codes.pop(form.get("code", ""), None)  # single use, even on failure
             if code is None or time.monotonic() - code.issued > self.code_ttl:
                 return _oauth_error("invalid_grant", "invalid authorization code")
@@ -396,7 +520,7 @@ class FakeSalesforce(FakeServer):
                 grant = _Grant(code.user, code.scope, self._new_refresh_token())
                 self.issued.append(grant.refresh_token)
                 self._approve(grant)
-            return self._issue(code.user, grant, code.scope, grant and grant.refresh_token)
+            return self._issue(code.user, grant, code.scope, grant.refresh_token if grant else None)
         if grant_type == "refresh_token":
             grant = self._find_grant(form.get("refresh_token", ""))
             if grant is None:
@@ -580,7 +704,9 @@ class FakeSalesforce(FakeServer):
                     "custom field name. Please reference your WSDL or the describe call for "
                     "the appropriate names."
                 )
-                offset = m.start("fields") + re.search(rf"\b{name}\b", m["fields"]).start()
+                named = re.search(rf"\b{name}\b", m["fields"])
+                assert named is not None  # `name` was split out of these fields
+                offset = m.start("fields") + named.start()
                 return _rest_error(400, "INVALID_FIELD", located(offset, problem))
         record_id = "000000000000000AAA"
         record: dict[str, Any] = {

@@ -11,6 +11,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -190,7 +191,8 @@ class _HTTPServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # Skip HTTPServer's getfqdn(), which can stall on reverse DNS.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # client disconnects are normal in tests; handler bugs land in FakeServer.errors
@@ -320,6 +322,9 @@ class FakeServer:
         return None
 
     # -- test helpers --------------------------------------------------------------------------
+    def _moved(self, seen: int) -> bool:
+        return self._seq != seen
+
     def hold_next(self, matches: Callable[[Recorded], bool]) -> Held:
         """Stop the next request that `matches` as it arrives, until `Held.release()`.
 
@@ -372,6 +377,4 @@ class FakeServer:
                     f"last requests: {recent or 'none'}; fake errors: {len(self.errors)}"
                 )
             with self._cond:
-                self._cond.wait_for(
-                    lambda seen=seen: self._seq != seen, timeout=min(remaining, 0.05)
-                )
+                self._cond.wait_for(partial(self._moved, seen), timeout=min(remaining, 0.05))

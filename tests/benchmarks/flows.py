@@ -155,7 +155,7 @@ class FlowDriver:
         if linked.status_code != 200 or "Linked" not in linked.text:
             raise RuntimeError(f"callback {linked.status_code}")
         with self._step("notices: DM and channel"):
-            await self._next(dm)  # the "linked" DM
+            await self._next(f"update:{dm}")  # the login DM, now saying "Linked"
             await self._next(channel)  # the notice in the account's channel
 
     async def run(
@@ -227,7 +227,8 @@ class FlowDriver:
 
     def _resync(self, user: str, channel: str) -> None:
         slack = self.fakes.slack
-        for key in (slack.im_channel(user) or "", channel):
+        dm = slack.im_channel(user) or ""
+        for key in (dm, f"update:{dm}", channel):
             self._seen[key] = slack.delivered_count(key)
 
 

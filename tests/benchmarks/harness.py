@@ -206,6 +206,10 @@ class BenchSlack(FakeSlack):
             answer = json.loads(reply.body)
             if answer.get("ok"):
                 key, message = answer["channel"], answer["message"]
+        elif reply.status == 200 and req.path == "/api/chat.update":
+            answer = json.loads(reply.body)
+            if answer.get("ok"):  # a message told again (a login DM once the login ended)
+                key, message = f"update:{answer['channel']}", answer["message"]
         elif reply.status == 200 and req.path.startswith("/response/"):
             key, message = req.path, req.json()
         if key is not None and message is not None:

@@ -23,7 +23,7 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
+import aiohttp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -74,10 +74,11 @@ class SlackSide:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def send(self, http: httpx.AsyncClient, body: str, content_type: str = FORM) -> int:
+    async def send(self, http: aiohttp.ClientSession, body: str, content_type: str = FORM) -> int:
         headers = signed_headers(self.signing_secret, body, content_type)
-        answer = await http.post(f"{self.bot_url}/slack/events", content=body, headers=headers)
-        return answer.status_code
+        url = f"{self.bot_url}/slack/events"
+        async with http.post(url, data=body.encode(), headers=headers) as answer:
+            return answer.status
 
     def command(self, text: str) -> tuple[str, str]:
         """A new channel line for `/vcc <text>`; returns its form body and its id."""
@@ -209,7 +210,7 @@ def _form(fields: dict[str, str]) -> str:
 
 
 def create_side_app(side: SlackSide) -> Starlette:
-    http = httpx.AsyncClient(timeout=10)
+    sessions: list[aiohttp.ClientSession] = []  # one, opened with the app's event loop
     page = files("bot.demo").joinpath("page.html").read_text(encoding="utf-8")
 
     async def index(_: Request) -> Response:
@@ -222,7 +223,7 @@ def create_side_app(side: SlackSide) -> Starlette:
         asked = await request.json()
         text = str(asked.get("text", "")).strip().removeprefix("/vcc").strip()
         body, entry = side.command(text)
-        status = await side.send(http, body)
+        status = await side.send(sessions[0], body)
         return JSONResponse({"status": status, "entry": entry})
 
     async def click(request: Request) -> Response:
@@ -239,16 +240,17 @@ def create_side_app(side: SlackSide) -> Starlette:
                 str(asked["action_id"]),
                 str(asked.get("value", "")),
             )
-        return JSONResponse({"status": await side.send(http, body)})
+        return JSONResponse({"status": await side.send(sessions[0], body)})
 
     async def home(_: Request) -> Response:
-        status = await side.send(http, side.home_opened(), "application/json")
+        status = await side.send(sessions[0], side.home_opened(), "application/json")
         return JSONResponse({"status": status})
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        await http.aclose()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            sessions.append(http)
+            yield
 
     return Starlette(
         routes=[

@@ -16,7 +16,6 @@ import aiohttp
 import httpx2
 import uvicorn
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -54,6 +53,7 @@ from bot.slack_install import (
     DatabaseStateStore,
     EncryptedInstallationStore,
     Installed,
+    OneRotationAtATime,
     OneWorkspace,
     SlackClients,
 )
@@ -253,7 +253,7 @@ def _slack_install(
     )
     # bolt's authorize rotates expiring tokens with a client of its own, on slack.com:
     # give it one on SLACK_API_URL, like every other call the bot makes.
-    oauth_settings.authorize = AsyncInstallationStoreAuthorize(
+    oauth_settings.authorize = OneRotationAtATime(
         logger=logging.getLogger("vcc.bolt"),
         client_id=settings.slack_client_id,
         client_secret=settings.slack_client_secret.get_secret_value(),

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.errors import SlackApiError, SlackTokenRotationError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.oauth.installation_store import Bot, Installation
@@ -262,6 +265,47 @@ class OneWorkspace:
 
     async def client_for(self, team_id: str, enterprise_id: str | None) -> AsyncWebClient | None:
         return self.client
+
+
+class OneRotationAtATime(AsyncInstallationStoreAuthorize):
+    """bolt's authorization from stored installations, one request at a time per
+    installation.
+
+    Slack revokes a refresh token once it is used (docs.slack.dev/authentication/using-
+    token-rotation). Requests that arrive together while the token is due would each
+    rotate it, and all but the first be refused: bolt then drops them (after the edge's
+    200, so nobody hears) or tells the user to reinstall the app. One at a time, the next
+    request finds the token the first one stored. A request that still finds nothing is
+    looked up once more: another replica may have rotated the token meanwhile, and
+    stored its result.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._turns: dict[tuple[str | None, str | None], asyncio.Lock] = {}
+
+    async def __call__(  # type: ignore[override]
+        self,
+        *,
+        context: AsyncBoltContext,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        **actor: Any,
+    ) -> AuthorizeResult | None:
+        turn = self._turns.setdefault((enterprise_id, team_id), asyncio.Lock())
+        async with turn:
+            for _ in range(2):
+                result = await super().__call__(
+                    context=context,
+                    enterprise_id=enterprise_id,
+                    team_id=team_id,
+                    user_id=user_id,
+                    **actor,
+                )
+                if result is not None:
+                    return result
+            return None
 
 
 class Installed:

@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -27,6 +29,7 @@ from tests.support import (
     SlackClient,
     bot_with,
     buttons,
+    command_fields,
     link,
     open_login,
     start_link,
@@ -245,6 +248,31 @@ def test_rotating_tokens_are_refreshed_when_they_expire_and_stored_encrypted(
         refreshes = [c for c in slack.calls_to("oauth.v2.access") if c.get("refresh_token")]
         assert refreshes  # rotated through Slack's refresh grant, on SLACK_API_URL
         assert any(c.method == "chat.postMessage" and c.team_id == ALPHA for c in slack.calls)
+
+
+def test_a_burst_of_requests_while_the_token_is_due_rotates_it_once_and_answers_all(
+    settings, slack, browser
+):
+    # Slack revokes a refresh token once used: requests that each rotated it would all
+    # but one be refused, and dropped after their early 200, with nobody told.
+    slack.add_workspace(ALPHA, team_name="Alpha", rotating=True)
+    slack.add_user(ALPHA_ADMIN, is_admin=True, team_id=ALPHA, name="ann")
+    slack.token_lifetime = 3600  # due at once: the bot rotates two hours before expiry
+    with bot_with(settings, slack, **many_workspace_settings(settings, slack)) as (running, _):
+        install(browser, running, slack, ALPHA, ALPHA_ADMIN)
+        slack.token_lifetime = 12 * 3600  # the rotated token is not due again
+        refreshes = len([c for c in slack.calls_to("oauth.v2.access") if c.get("refresh_token")])
+        with tenant(running, slack, ALPHA, ALPHA_ADMIN) as alpha:
+            fields = [
+                command_fields(slack, "status acme", user=ALPHA_ADMIN, team=ALPHA) for _ in range(8)
+            ]
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda f: alpha.slack.post(urlencode(f)), fields))
+            assert [a.status_code for a in answers] == [200] * 8
+            for sent in fields:
+                assert "acme" in text_of(alpha.slack.replies(sent["response_url"], timeout=10)[0])
+        rotated = [c for c in slack.calls_to("oauth.v2.access") if c.get("refresh_token")]
+        assert len(rotated) == refreshes + 1
 
 
 # ---- leaving a workspace -----------------------------------------------------------------

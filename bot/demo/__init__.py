@@ -38,7 +38,6 @@ TEAM = "T0DEMO"
 ADMIN = "U0DEMOADMIN"
 MEMBER = "U0DEMOMEMBER"
 CHANNEL = "C0VCCADMINS"
-BOT_TOKEN = "xoxb-demo-token"  # noqa: S105 - the stand-in's own, on loopback
 CLIENT_ID = "3MVG9-demo-consumer-key"
 CLIENT_SECRET = "demo-consumer-secret"  # noqa: S105 - the stand-in's own, on loopback
 
@@ -60,7 +59,7 @@ class StandIns:
 def stand_ins() -> Iterator[StandIns]:
     """Slack with one workspace, an admin and a member; Salesforce Production and Sandbox,
     each with an API user, showing their login and Allow pages to a browser."""
-    slack = FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM)
+    slack = FakeSlack(team_id=TEAM)  # its bot token is minted for this run
     slack.add_user(ADMIN, is_admin=True, name="you")
     slack.add_user(MEMBER, name="a colleague")
     production = FakeSalesforce(CLIENT_ID, CLIENT_SECRET, name="production")
@@ -82,7 +81,7 @@ def demo_settings(
 ) -> Settings:
     return load_settings(
         _env_file=None,
-        slack_bot_token=BOT_TOKEN,
+        slack_bot_token=fakes.slack.bot_token,
         slack_signing_secret=signing_secret,
         slack_api_url=fakes.slack.api_url,
         salesforce_client_id=CLIENT_ID,

@@ -266,7 +266,7 @@ class FakeSlack(FakeServer):
     def __init__(
         self,
         *,
-        bot_token: str = "xoxb-test-token",  # noqa: S107 - a fake's well-known token
+        bot_token: str | None = None,  # the home workspace's; default: one minted here
         team_id: str = "T0001",
         bot_user_id: str = "U0BOT",
         client_id: str = "1111111111.2222222222",
@@ -275,7 +275,9 @@ class FakeSlack(FakeServer):
         token_lifetime: int = TOKEN_SECONDS,
     ) -> None:
         super().__init__()
-        # The workspace every existing test talks to, installed with `bot_token`.
+        # The workspace every existing test talks to, installed with `bot_token`. A token
+        # minted per fake, not written here: nothing token-shaped ships with the package.
+        bot_token = bot_token or f"xoxb-{secrets.token_hex(12)}"
         self.bot_token = bot_token
         self.team_id = team_id
         self.bot_user_id = bot_user_id

@@ -25,12 +25,13 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot import ids
-from bot.doctor import DoctorReport, Finding
 from bot.domain import (
     MAX_ACCOUNTS_PER_API_USER,
     AccountView,
     AuditEntry,
+    DoctorReport,
     Environment,
+    Finding,
     Health,
     HealthCheck,
     LinkError,

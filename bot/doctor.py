@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from bot.crypto import TokenCipher, UndecryptableToken
-from bot.domain import MAX_ACCOUNTS_PER_API_USER, Environment, LinkStatus
+from bot.domain import MAX_ACCOUNTS_PER_API_USER, DoctorReport, Environment, Finding, LinkStatus
 from bot.salesforce import (
     SalesforceClient,
     SalesforceError,
@@ -59,35 +59,6 @@ PROBE_VERIFIER = "vcc-bot-doctor-probe-verifier-" + "0" * 20  # 43+ characters, 
 CHANNEL_LOOKUPS = 4
 NOT_INSTALLED = "app_not_installed"  # what the Slack edge answers for a workspace without the app
 CHECKED_ENVIRONMENTS = (Environment.PRODUCTION, Environment.SANDBOX)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One check: what was found and, for a problem, what to do about it."""
-
-    check: str  # what was checked: "PUBLIC_URL", "Login host Production", ...
-    passed: bool
-    detail: str
-    fix: str | None = None
-    channel: str | None = None  # a Slack channel id the check is about
-
-    @property
-    def title(self) -> str:
-        return f"{self.check} {self.channel}" if self.channel else self.check
-
-
-@dataclass(frozen=True)
-class DoctorReport:
-    findings: list[Finding]
-    team_id: str | None = None  # the workspace reported on; None: every workspace
-
-    @property
-    def problems(self) -> list[Finding]:
-        return [f for f in self.findings if not f.passed]
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems
 
 
 @dataclass(frozen=True)

@@ -299,6 +299,38 @@ class LoginClosed:
     error: LinkError | None = None  # CANCELLED, REFUSED, WITHDRAWN
 
 
+# ---- /vcc doctor: what the configuration checks found -------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check: what was found and, for a problem, what to do about it."""
+
+    check: str  # what was checked: "PUBLIC_URL", "Login host Production", ...
+    passed: bool
+    detail: str
+    fix: str | None = None
+    channel: str | None = None  # a Slack channel id the check is about
+
+    @property
+    def title(self) -> str:
+        return f"{self.check} {self.channel}" if self.channel else self.check
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    findings: list[Finding]
+    team_id: str | None = None  # the workspace reported on; None: every workspace
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if not f.passed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
 class Notifier(Protocol):
     """What the core tells people; the Slack implementation lives in bot.notify."""
 

@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
 from bot.admins import AdminCheckFailed, AdminPolicy
+from bot.domain import AccountView
 from bot.links import LinkService
 from bot.slack_errors import slack_error
 from bot.slack_install import SlackClients
@@ -51,12 +52,15 @@ class HomeTab:
         page: int = 0,
         notice: str | None = None,
         client: AsyncWebClient | None = None,
+        views: list[AccountView] | None = None,
     ) -> None:
-        """Publish `user_id`'s tab: buttons for admins, read-only for everyone else."""
+        """Publish `user_id`'s tab: buttons for admins, read-only for everyone else
+        (`views`: the workspace's accounts, when the caller has read them already)."""
         client = client or await self._clients.client_for(team_id, enterprise_id)
         if client is None:  # uninstalled meanwhile: there is no tab to publish
             return
-        views = await self._links.accounts(team_id)
+        if views is None:
+            views = await self._links.accounts(team_id)
         try:
             admin = await self._admins.bound(client).is_admin(team_id, user_id)
         except AdminCheckFailed as exc:
@@ -75,10 +79,16 @@ class HomeTab:
         try:
             await asyncio.sleep(self._gather)
             del self._refreshing[team_id]  # a change from now on refreshes again
-            for viewer in await self._links.home_viewers(team_id):
+            viewers = await self._links.home_viewers(team_id)
+            views = await self._links.accounts(team_id) if viewers else []
+            for viewer in viewers:  # one read of the accounts serves every tab
                 try:
                     await self.publish(
-                        viewer.team_id, viewer.enterprise_id, viewer.user_id, page=viewer.page
+                        viewer.team_id,
+                        viewer.enterprise_id,
+                        viewer.user_id,
+                        page=viewer.page,
+                        views=views,
                     )
                 except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
                     error = slack_error(exc) if isinstance(exc, SlackApiError) else repr(exc)

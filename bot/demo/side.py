@@ -99,7 +99,7 @@ class SlackSide:
                 Answer(url),
             )
             self.entries.append(entry)
-        return _form(fields), entry.id
+        return urlencode(fields), entry.id
 
     def click(self, message_id: str, channel: str, ts: str, action_id: str, value: str) -> str:
         """A click on a button of a message; its answers may replace that message."""
@@ -203,10 +203,6 @@ def _shown(
     for answer in extra.get(key, []):
         out += _shown({**answer, "ephemeral": True}, replaced, extra)
     return out
-
-
-def _form(fields: dict[str, str]) -> str:
-    return urlencode(fields)
 
 
 def create_side_app(side: SlackSide) -> Starlette:

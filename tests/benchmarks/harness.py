@@ -25,10 +25,10 @@ from urllib.parse import urlencode
 
 import httpx
 from cryptography.fernet import Fernet
-from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bot.standins import payloads
 from tests.fakes import FakeSalesforce, FakeSlack, Recorded, Reply, SfUser
 from tests.support import database
 from tests.support.waiting import free_port
@@ -412,35 +412,22 @@ def fresh_postgres(base: str = PG_URL) -> contextlib.AbstractContextManager[str]
 # ---- Slack's requests --------------------------------------------------------------------
 
 
-def signed_headers(body: str, timestamp: int | None = None) -> dict[str, str]:
-    """Slack's v0 signature over the body; Slack's 5 minutes start at `timestamp`."""
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    signature = SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=body)
-    return {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": str(signature),
-    }
+def signed_headers(body: str) -> dict[str, str]:
+    """Slack's v0 signature over the body, with the bot's signing secret."""
+    return payloads.signed_headers(SECRET, body)
 
 
 def command_body(text: str, response_url: str, *, user: str = ADMIN, channel: str = CHANNEL) -> str:
     """The form Slack posts for `/vcc <text>`."""
     return urlencode(
-        {
-            "token": "unused",
-            "team_id": TEAM,
-            "team_domain": "acme",
-            "channel_id": channel,
-            "channel_name": "vcc-admins",
-            "user_id": user,
-            "user_name": "ada",
-            "command": "/vcc",
-            "text": text,
-            "api_app_id": "A0VCC",
-            "is_enterprise_install": "false",
-            "response_url": response_url,
-            "trigger_id": "123.456.abc",
-        }
+        payloads.command_fields(
+            text,
+            response_url=response_url,
+            trigger_id="123.456.abc",
+            user=user,
+            channel=channel,
+            team=TEAM,
+        )
     )
 
 
@@ -454,33 +441,16 @@ def click_body(
     message_ts: str = "1700000000.000001",
 ) -> str:
     """The form Slack posts for a button click on an ephemeral message."""
-    payload = {
-        "type": "block_actions",
-        "user": {"id": user, "username": "ada", "name": "ada", "team_id": TEAM},
-        "api_app_id": "A0VCC",
-        "token": "unused",
-        "container": {
-            "type": "message",
-            "message_ts": message_ts,
-            "channel_id": channel,
-            "is_ephemeral": True,
-        },
-        "trigger_id": "123.456.abc",
-        "team": {"id": TEAM, "domain": "acme"},
-        "channel": {"id": channel, "name": "vcc-admins"},
-        "state": {"values": {}},
-        "response_url": response_url,
-        "actions": [
-            {
-                "action_id": action_id,
-                "block_id": "blk",
-                "value": value,
-                "type": "button",
-                "action_ts": f"{time.time():.6f}",
-            }
-        ],
-    }
-    return urlencode({"payload": json.dumps(payload)})
+    return payloads.message_click(
+        action_id,
+        value,
+        response_url=response_url,
+        trigger_id="123.456.abc",
+        message_ts=message_ts,
+        user=user,
+        channel=channel,
+        team=TEAM,
+    )
 
 
 def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:

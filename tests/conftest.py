@@ -32,6 +32,7 @@ from tests.support import (
     free_port,
 )
 from tests.support.database import fresh_postgres
+from tests.support.slack_client import client as http_client
 
 # ---- databases -------------------------------------------------------------------------
 
@@ -138,5 +139,5 @@ def slack_client(bot: RunningBot, slack: FakeSlack) -> Iterator[SlackClient]:
 @pytest.fixture
 def browser() -> Iterator[httpx.Client]:
     """The admin's browser: keeps cookies, does not follow redirects by itself."""
-    with httpx.Client(timeout=10, follow_redirects=False) as client:
-        yield client
+    with http_client(follow_redirects=False) as browser:
+        yield browser

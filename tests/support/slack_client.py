@@ -42,6 +42,17 @@ def command_fields(
     )
 
 
+# uvicorn closes a keep-alive connection after 5 idle seconds, httpx keeps one 5 seconds
+# too: a request sent as the server closes it finds "Server disconnected". A client must let
+# go of idle connections before the server does.
+KEEPALIVE = httpx.Limits(keepalive_expiry=2.0)
+
+
+def client(**options: Any) -> httpx.Client:
+    """An HTTP client for the bot, as Slack's or a browser's."""
+    return httpx.Client(timeout=10, limits=KEEPALIVE, **options)
+
+
 @dataclass
 class SlackClient:
     """Sends what Slack sends: slash commands and block actions, signed."""
@@ -49,7 +60,7 @@ class SlackClient:
     bot: RunningBot
     fake: FakeSlack
     secret: str = SIGNING_SECRET
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    http: httpx.Client = field(default_factory=lambda: client())
     # The workspace this client speaks for: its team, and its Enterprise Grid org if any.
     team: str = TEAM
     enterprise: str | None = None
